@@ -1,0 +1,1 @@
+"""Metering: one UsageEvent per request, GPU-seconds under batching, cost, and the sinks."""

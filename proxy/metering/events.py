@@ -1,0 +1,49 @@
+"""The UsageEvent: the single fact about a request that every reader (metrics, budgets,
+cost model, request log) takes its numbers from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One try at one backend: how it ended and how long it took."""
+
+    backend: str
+    model: str
+    status: int | None = None
+    reason: str | None = None  # why it failed over: status code, connect_error, timeout, ...
+    duration_s: float = 0.0
+
+
+@dataclass(slots=True)
+class UsageEvent:
+    request_id: str
+    started_at: float  # unix seconds
+    endpoint: str  # chat | completions | embeddings
+    tenant: str = "default"
+    key_name: str = "anonymous"
+    alias: str = "other"  # a configured alias, or "other" (label-safe)
+    stream: bool = False
+    attempts: list[Attempt] = field(default_factory=list)
+    backend: str | None = None  # the backend that served (or last tried)
+    model: str | None = None  # upstream model of that backend
+    pool: str | None = None
+    status: int = 0
+    outcome: str = "success"  # success | error | rejected | client_disconnect | cut
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    estimated: bool = False
+    ttft_s: float | None = None
+    duration_s: float = 0.0
+    overhead_s: float = 0.0
+    gpu_seconds: float = 0.0
+    cost_usd: float = 0.0
+    counterfactual_usd: float | None = None
+    self_hosted: bool = False
+
+    @property
+    def failovers(self) -> int:
+        return max(0, len(self.attempts) - 1)
