@@ -1,0 +1,133 @@
+"""The ASGI app: OpenAI routes on the lean path, everything else in FastAPI.
+
+The three POST routes that carry traffic go straight to the raw-ASGI Handler; the
+operator surface (models list, health, metrics, reports, dashboard, admin) is FastAPI,
+where per-request cost does not matter and OpenAPI documentation does.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from proxy.config import Config
+from proxy.errors import ProxyError, error_type_for
+from proxy.handler import ENDPOINTS, Handler, Receive, Scope, Send
+from proxy.metrics import Metrics
+from proxy.runtime import Runtime
+
+log = logging.getLogger("hybridgate")
+
+# Bare paths (base_url without /v1) reach the same handlers, as with OpenAI's own SDKs.
+_FAST_PATHS = {**{p: p for p in ENDPOINTS}, **{p[3:]: p for p in ENDPOINTS}}
+
+
+class HybridGateApp:
+    def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
+        self.metrics = metrics or Metrics()
+        self.runtime = Runtime(config, self.metrics)
+        self.metrics.add_pool_collector(lambda: self.runtime.meter.pool_snapshot())
+        self.runtime.meter.add_fast_sink(self.metrics.observe)
+        self.handler = Handler(lambda: self.runtime)
+        self.ops = build_ops_app(self)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = _FAST_PATHS.get(scope["path"])
+            if path is not None and scope["method"] == "POST":
+                scope["path"] = path
+                await self.handler(scope, receive, send)
+                return
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        await self.ops(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                try:
+                    await self.runtime.start()
+                except Exception as exc:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await self.runtime.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def _openai_error(status: int, message: str, code: str | None = None) -> JSONResponse:
+    return JSONResponse(
+        {
+            "error": {
+                "message": message,
+                "type": error_type_for(status),
+                "param": None,
+                "code": code,
+            }
+        },
+        status_code=status,
+    )
+
+
+def build_ops_app(gate: HybridGateApp) -> FastAPI:
+    app = FastAPI(
+        title="hybridgate",
+        version="0.1.0",
+        description="OpenAI-compatible proxy with live cost and breakeven.",
+    )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return _openai_error(exc.status_code, str(exc.detail), code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"msg": "invalid request"}
+        return _openai_error(400, str(first.get("msg")), "invalid_request")
+
+    @app.exception_handler(ProxyError)
+    async def _proxy_error(_: Request, exc: ProxyError) -> Response:
+        return Response(exc.body(), status_code=exc.status, media_type="application/json")
+
+    @app.get("/v1/models")
+    @app.get("/models", include_in_schema=False)
+    async def list_models(request: Request) -> dict[str, Any]:
+        """The configured model aliases, in OpenAI's list shape."""
+        rt = gate.runtime
+        rt.auth.client(dict(request.scope["headers"]))
+        created = int(rt.started_at)
+        return {
+            "object": "list",
+            "data": [
+                {"id": alias, "object": "model", "created": created, "owned_by": "hybridgate"}
+                for alias in rt.config.models
+            ],
+        }
+
+    @app.get("/health/live")
+    async def live() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/health/ready")
+    async def ready() -> JSONResponse:
+        report = gate.runtime.readiness()
+        report["status"] = "ready" if report["ready"] else "not_ready"
+        return JSONResponse(report, status_code=200 if report["ready"] else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(gate.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

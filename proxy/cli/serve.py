@@ -1,0 +1,49 @@
+"""`hybridgate serve -c FILE` and `hybridgate check -c FILE`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the proxy")
+    p.add_argument("-c", "--config", required=True, help="path to hybridgate.yaml")
+    p.add_argument("--host", help="override listen.host")
+    p.add_argument("--port", type=int, help="override listen.port")
+    p.set_defaults(func=run_serve)
+
+
+def load_or_report(path: str):
+    """The validated config, or None after printing every problem to stderr."""
+    from proxy.config import ConfigError, load_config
+    from proxy.pricing import load_prices, price_problems
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"{exc.source}: {len(exc.problems)} problem(s):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return None
+    problems = price_problems(config, load_prices(config))
+    if problems:
+        print(f"{path}: {len(problems)} problem(s):", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return None
+    return config
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = load_or_report(args.config)
+    if config is None:
+        return 2
+    from proxy.server import serve
+
+    serve(config, host=args.host, port=args.port)
+    return 0

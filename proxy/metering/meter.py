@@ -1,0 +1,193 @@
+"""The meter: in-flight GPU shares per pool, pricing of each finished request, and the sinks.
+
+`finish()` is called exactly once per request by the request path; it prices the event
+(costing/ arithmetic on numbers held here) and hands it to every sink. Fast sinks
+(Prometheus, the windowed cost model) run inline and are O(1); slow sinks (state store,
+request log) get events through a queue drained in the background, so they never slow
+the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from costing.prices import ModelPrice, PriceTable
+from proxy.config import Config
+from proxy.metering.events import UsageEvent
+from proxy.metering.gpu import GpuShare, PoolAccount
+from proxy.pricing import PoolPricing, api_request_cost, pool_pricing
+
+log = logging.getLogger("hybridgate.meter")
+
+FastSink = Callable[[UsageEvent], None]
+SlowSink = Callable[[list[UsageEvent]], Awaitable[None]]
+
+
+class Meter:
+    def __init__(
+        self, config: Config, prices: PriceTable, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._clock = clock
+        self.hours_per_month = config.costing.hours_per_month
+        self.pools: dict[str, PoolAccount] = {
+            name: PoolAccount(p.gpus, p.prefill_weight, clock)
+            for name, p in config.gpu_pools.items()
+        }
+        self.pricing: dict[str, PoolPricing] = {
+            name: pool_pricing(p, config.engineering, config.gpu_pools, self.hours_per_month)
+            for name, p in config.gpu_pools.items()
+        }
+        self.backend_pool: dict[str, str | None] = {n: b.pool for n, b in config.backends.items()}
+        # API prices for every (backend, model) an alias can reach; checked at startup so a
+        # missing price is a config error, never a silent $0.
+        self.api_prices: dict[tuple[str, str], ModelPrice] = {}
+        self.compare_prices: dict[str, ModelPrice] = {}
+        self.alias_pool: dict[str, str] = {}
+        for alias, spec in config.models.items():
+            for t in spec.targets:
+                if config.backends[t.backend].pool is None:
+                    self.api_prices[(t.backend, t.model)] = prices.get(t.model)
+                elif alias not in self.alias_pool:
+                    self.alias_pool[alias] = config.backends[t.backend].pool  # type: ignore[assignment]
+            if spec.compare_to is not None:
+                self.compare_prices[alias] = prices.get(spec.compare_to.model)
+        self._fast: list[FastSink] = []
+        self._slow: list[SlowSink] = []
+        self._queue: deque[UsageEvent] = deque()
+        self._wake = asyncio.Event()
+        self._drainer: asyncio.Task[None] | None = None
+        self.events_finished = 0
+
+    # ------------------------------------------------------------ in flight
+
+    def begin(self, backend: str) -> GpuShare | None:
+        pool = self.backend_pool.get(backend)
+        return self.pools[pool].start() if pool is not None else None
+
+    # ------------------------------------------------------------ finishing
+
+    def price(self, ev: UsageEvent) -> None:
+        """Actual and counterfactual USD of one event (DESIGN.md, "Costing")."""
+        if ev.backend is None or ev.model is None:
+            return
+        pool = self.backend_pool.get(ev.backend)
+        if pool is not None:
+            ev.self_hosted = True
+            ev.pool = pool
+            ev.cost_usd = ev.gpu_seconds * self.pricing[pool].usd_per_gpu_second
+            self.pools[pool].tokens_served += ev.prompt_tokens + ev.completion_tokens
+            compare = self.compare_prices.get(ev.alias)
+            ev.counterfactual_usd = (
+                api_request_cost(compare, ev.prompt_tokens, ev.completion_tokens, ev.cached_tokens)
+                if compare is not None
+                else None
+            )
+            return
+        price = self.api_prices.get((ev.backend, ev.model))
+        if price is not None:
+            ev.cost_usd = api_request_cost(
+                price, ev.prompt_tokens, ev.completion_tokens, ev.cached_tokens
+            )
+        alias_pool = self.alias_pool.get(ev.alias)
+        if alias_pool is not None:
+            ev.counterfactual_usd = self.marginal_selfhosted_cost(
+                alias_pool, ev.prompt_tokens + ev.completion_tokens
+            )
+
+    def marginal_selfhosted_cost(self, pool: str, tokens: int) -> float | None:
+        """tokens / throughput (tokens per GPU-second) × USD per GPU-second.
+
+        Throughput is the configured capacity per GPU when given, else the pool's measured
+        tokens per busy GPU-second; None when neither is known yet.
+        """
+        tps = self.throughput(pool)
+        if tps is None or tps <= 0:
+            return None
+        return tokens / tps * self.pricing[pool].usd_per_gpu_second
+
+    def throughput(self, pool: str) -> float | None:
+        configured = self.pricing[pool].capacity_tokens_per_gpu_s
+        if configured is not None:
+            return configured
+        acct = self.pools[pool]
+        busy = acct.busy_gpu_seconds
+        return acct.tokens_served / busy if busy > 0 and acct.tokens_served else None
+
+    def finish(self, ev: UsageEvent) -> None:
+        self.price(ev)
+        self.events_finished += 1
+        for sink in self._fast:
+            try:
+                sink(ev)
+            except Exception:  # a broken sink must not break the request
+                log.exception("usage sink failed")
+        if self._slow:
+            self._queue.append(ev)
+            if len(self._queue) == 1:
+                self._wake.set()
+
+    # ------------------------------------------------------------ sinks
+
+    def add_fast_sink(self, sink: FastSink) -> None:
+        self._fast.append(sink)
+
+    def add_slow_sink(self, sink: SlowSink) -> None:
+        self._slow.append(sink)
+
+    async def start(self) -> None:
+        if self._slow and self._drainer is None:
+            self._drainer = asyncio.create_task(self._drain_forever())
+
+    async def _drain_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self.drain()
+
+    async def drain(self) -> None:
+        while self._queue:
+            batch = list(self._queue)
+            self._queue.clear()
+            for sink in self._slow:
+                try:
+                    await sink(batch)
+                except Exception:
+                    log.exception("slow usage sink failed")
+
+    async def stop(self) -> None:
+        if self._drainer is not None:
+            self._drainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drainer
+            self._drainer = None
+        await self.drain()
+
+    # ------------------------------------------------------------ pool figures
+
+    def pool_snapshot(self) -> Iterable[dict[str, Any]]:
+        for name, acct in self.pools.items():
+            pricing = self.pricing[name]
+            prov = acct.provisioned_gpu_seconds
+            busy = acct.busy_gpu_seconds
+            idle = max(0.0, prov - busy)
+            wall = prov / acct.gpus if acct.gpus else 0.0
+            fixed = (
+                idle * pricing.idle_usd_per_gpu_second + pricing.engineering_usd_per_second * wall
+            )
+            yield {
+                "pool": name,
+                "gpus": acct.gpus,
+                "provisioned_gpu_seconds": prov,
+                "busy_gpu_seconds": busy,
+                "idle_gpu_seconds": idle,
+                "fixed_cost_usd": fixed,
+                "utilization": busy / prov if prov > 0 else 0.0,
+                "inflight": acct.inflight,
+                "usd_per_gpu_second": pricing.usd_per_gpu_second,
+            }

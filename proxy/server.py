@@ -1,0 +1,36 @@
+"""Runs the app under uvicorn with uvloop and httptools, the fastest pairing measured."""
+
+from __future__ import annotations
+
+import logging
+
+from proxy.config import Config, warnings_for
+
+log = logging.getLogger("hybridgate")
+
+
+def serve(config: Config, host: str | None = None, port: int | None = None) -> None:
+    import uvicorn
+
+    from proxy.app import HybridGateApp
+
+    for warning in warnings_for(config):
+        log.warning("%s", warning)
+    app = HybridGateApp(config)
+    uv_config = uvicorn.Config(
+        app,
+        host=host or config.listen.host,
+        port=config.listen.port if port is None else port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=30,
+        server_header=False,
+        date_header=False,
+    )
+    server = uvicorn.Server(uv_config)
+    log.warning("hybridgate listening on http://%s:%s", uv_config.host, uv_config.port)
+    server.run()
