@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine (Debian, Python 3.11, root, no GPU, no API keys).
+# Installs what the tests need, then runs lint and pytest. The servers the tests use
+# (simulator, proxy, redis-server, prometheus, llama-server, chromium) are started by the
+# test fixtures on free loopback ports and stopped by them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
+
+say() { echo "[test.sh $(date +%H:%M:%S)] $*"; }
+
+say "installing hybridgate and its test dependencies (pip)"
+python3 -m pip install -q -e '.[test]' 2>&1 | grep -vE "^WARNING: (Location|Running pip)" || true
+
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v prometheus >/dev/null || missing+=(prometheus)
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v chromium >/dev/null || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    $(printf '%s\n' "${missing[@]}" | sort -u) >/dev/null
+fi
+
+if [ "${HYBRIDGATE_SKIP_ENGINE:-0}" != 1 ] && [ -f scripts/llama_engine.py ]; then
+  say "building/locating the real engine (llama.cpp llama-server + Gemma 3 270M)"
+  python3 scripts/llama_engine.py install
+fi
+
+say "lint (ruff)"
+ruff check .
+ruff format --check . >/dev/null || { ruff format --diff . | head -50; exit 1; }
+
+say "pytest"
+set +e
+python3 -m pytest -q -p no:cacheprovider "$@"
+code=$?
+set -e
+if [ "$code" = 5 ]; then
+  echo "pytest collected no tests: that is a failure" >&2
+  exit 1
+fi
+exit "$code"

@@ -1,0 +1,115 @@
+"""Start a real `hybridgate serve` process on a free loopback port for a test."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from tests.support.servers import PYTHON, ManagedProcess, free_port, wait_http
+
+
+class ProxyHandle:
+    def __init__(
+        self,
+        proc: ManagedProcess,
+        port: int,
+        config_path: Path,
+        key: str | None,
+        admin_key: str | None,
+    ) -> None:
+        self.proc = proc
+        self.port = port
+        self.config_path = config_path
+        self.key = key
+        self.admin_key = admin_key
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def headers(self, key: str | None = None) -> dict[str, str]:
+        k = key or self.key
+        return {"Authorization": f"Bearer {k}"} if k else {}
+
+    def metrics_text(self) -> str:
+        return httpx.get(f"{self.url}/metrics", timeout=5).text
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of a metric's samples whose labels include `labels` (0 if none)."""
+        return metric_value(self.metrics_text(), name, **labels)
+
+    def chat(self, **body: Any) -> httpx.Response:
+        return httpx.post(
+            f"{self.base_url}/chat/completions", json=body, headers=self.headers(), timeout=30
+        )
+
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
+    out = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        if m:
+            labels = dict(_LABEL.findall(m.group(2) or ""))
+            out.append((m.group(1), labels, float(m.group(3))))
+    return out
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    return sum(
+        v
+        for n, lab, v in parse_metrics(text)
+        if n == name and all(lab.get(k) == val for k, val in labels.items())
+    )
+
+
+@contextlib.contextmanager
+def run_proxy(
+    tmp_path: Path,
+    config: dict[str, Any] | str,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    name: str = "proxy",
+) -> Iterator[ProxyHandle]:
+    """Write `config` (dict or YAML text), start `hybridgate serve`, stop it afterwards."""
+    port = port or free_port()
+    if isinstance(config, str):
+        text = config
+        data = yaml.safe_load(config)
+    else:
+        data = config
+        text = yaml.safe_dump(config, sort_keys=False)
+    path = tmp_path / f"{name}-{port}.yaml"
+    path.write_text(text)
+    keys = (data.get("auth") or {}).get("keys") or []
+    key = keys[0]["key"] if keys else None
+    admin = (data.get("auth") or {}).get("admin_key")
+    proc = ManagedProcess(
+        [PYTHON, "-m", "proxy", "serve", "-c", str(path), "--port", str(port)],
+        tmp_path / f"{name}-{port}.log",
+        env=env,
+    )
+    handle = ProxyHandle(proc, port, path, key, admin)
+    try:
+        try:
+            wait_http(f"{handle.url}/health/live", timeout=30, proc=proc.proc)
+        except Exception as exc:
+            raise RuntimeError(f"{exc}\n--- proxy log ---\n{proc.log_text()[-4000:]}") from exc
+        yield handle
+    finally:
+        proc.stop()

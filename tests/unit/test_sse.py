@@ -1,0 +1,86 @@
+"""The SSE usage tap: usage captured, usage chunk and inline usage stripped at byte level."""
+
+from __future__ import annotations
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from proxy.sse import UsageTap, cut_inline_usage
+
+
+def _chunk(i: int, usage: dict | None = None) -> bytes:
+    obj = {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": {"content": f"t{i}"}}],
+    }
+    if usage is not None:
+        obj["usage"] = usage
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+USAGE = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+USAGE_CHUNK = b"data: " + orjson.dumps({"id": "c", "choices": [], "usage": USAGE}) + b"\n\n"
+DONE = b"data: [DONE]\n\n"
+
+
+def _stream(inline: bool) -> bytes:
+    parts = [
+        _chunk(
+            i,
+            {"prompt_tokens": 5, "completion_tokens": i + 1, "total_tokens": 6 + i}
+            if inline
+            else None,
+        )
+        for i in range(3)
+    ]
+    return b"".join(parts) + USAGE_CHUNK + DONE
+
+
+def _relay(tap: UsageTap, data: bytes, cuts: list[int]) -> bytes:
+    out = []
+    prev = 0
+    for c in [*sorted(cuts), len(data)]:
+        out.append(tap.feed(data[prev:c]))
+        prev = c
+    out.append(tap.flush())
+    return b"".join(out)
+
+
+@given(st.lists(st.integers(min_value=0, max_value=len(_stream(True))), max_size=8))
+def test_split_anywhere_keeps_events_and_usage(cuts: list[int]) -> None:
+    data = _stream(inline=True)
+    tap = UsageTap(strip_usage_chunk=True, strip_inline_usage=True)
+    out = _relay(tap, data, cuts)
+    assert tap.usage() == USAGE
+    assert tap.saw_done
+    assert b'"usage"' not in out
+    events = [e for e in out.split(b"\n\n") if e]
+    assert len(events) == 4  # 3 content chunks + [DONE]
+    for e in events[:-1]:
+        obj = orjson.loads(e[len(b"data: ") :])
+        assert obj["choices"][0]["delta"]["content"].startswith("t")
+
+
+def test_usage_chunk_kept_when_client_asked() -> None:
+    tap = UsageTap(strip_usage_chunk=False, strip_inline_usage=False)
+    out = _relay(tap, _stream(inline=False), [])
+    assert out == _stream(inline=False)
+    assert tap.usage() == USAGE
+    assert tap.content_events == 3
+
+
+def test_running_usage_of_a_cut_stream() -> None:
+    data = b"".join(_chunk(i, {"prompt_tokens": 5, "completion_tokens": i + 1}) for i in range(4))
+    tap = UsageTap(strip_usage_chunk=True, strip_inline_usage=True)
+    _relay(tap, data, [7, 50])
+    assert not tap.saw_done
+    assert tap.usage() == {"prompt_tokens": 5, "completion_tokens": 4}
+
+
+def test_cut_inline_usage_variants() -> None:
+    ev = b'data: {"a":1,"usage":{"x":{"y":"}"}},"b":2}'
+    assert cut_inline_usage(ev, ev.find(b'"usage"')) == b'data: {"a":1,"b":2}'
+    ev2 = b'data: {"usage":{"p":1},"b":2}'
+    assert cut_inline_usage(ev2, ev2.find(b'"usage"')) == b'data: {"b":2}'
