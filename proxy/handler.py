@@ -29,6 +29,7 @@ from proxy.metering.events import Attempt, UsageEvent
 from proxy.metering.gpu import GpuShare
 from proxy.metering.tokens import cheap_prompt_estimate, estimate_prompt_tokens
 from proxy.router import PlannedTarget, RouteRequest
+from proxy.sse import UsageTap
 
 log = logging.getLogger("hybridgate.request")
 
@@ -48,6 +49,7 @@ _UPSTREAM_PATH = {
 }
 _REQUIRED_FIELD = {"chat": "messages", "completions": "prompt", "embeddings": "input"}
 _JSON = (b"content-type", b"application/json")
+_BACKEND = b"x-hybridgate-backend"
 _SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -153,63 +155,89 @@ def parse_request(body: bytes, endpoint: str) -> dict[str, Any]:
 
 
 class Handler:
-    """Serves one OpenAI endpoint family against the current runtime."""
+    """Serves the OpenAI routes against whatever runtime is current when a request arrives."""
 
     def __init__(self, runtime_ref: Callable[[], Any]) -> None:
         self._rt = runtime_ref
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         rt = self._rt()
-        t0 = time.perf_counter()
-        endpoint = ENDPOINTS[scope["path"]]
         ev = UsageEvent(
-            request_id=_ID_PREFIX + str(next(_ids)), started_at=time.time(), endpoint=endpoint
+            request_id=_ID_PREFIX + str(next(_ids)),
+            started_at=time.time(),
+            endpoint=ENDPOINTS[scope["path"]],
         )
-        state = _RequestState(t0)
+        req = _Request(rt, ev, send, time.perf_counter())
         rt.requests_inflight += 1
         try:
-            await self._serve(rt, scope, receive, send, ev, state)
+            await req.serve(scope, receive)
         except ClientGone:
             ev.outcome = "client_disconnect"
             ev.status = 499
         except ProxyError as err:
             ev.outcome = err.outcome
             ev.status = err.status
-            if not state.response_started:
+            if not req.response_started:
                 with contextlib.suppress(Exception):
                     await send_error(send, err)
         except Exception:
             log.exception("internal error serving %s", ev.request_id)
             ev.outcome = "error"
             ev.status = 500
-            if not state.response_started:
+            if not req.response_started:
                 with contextlib.suppress(Exception):
                     await send_error(
                         send, ProxyError(500, "Internal proxy error.", type_="server_error")
                     )
         finally:
             rt.requests_inflight -= 1
-            end = time.perf_counter()
-            ev.duration_s = end - t0
-            ev.overhead_s = max(0.0, ev.duration_s - state.upstream_s)
+            ev.duration_s = time.perf_counter() - req.t0
+            ev.overhead_s = max(0.0, ev.duration_s - req.upstream_s)
             rt.meter.finish(ev)
 
-    async def _serve(
-        self,
-        rt: Any,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        ev: UsageEvent,
-        state: _RequestState,
-    ) -> None:
+
+class _Request:
+    """One request in flight: what it asked for, how far it got, and its UsageEvent."""
+
+    __slots__ = (
+        "_chunks",
+        "_error_body",
+        "data",
+        "deadline",
+        "ev",
+        "response_started",
+        "rt",
+        "send",
+        "stream",
+        "t0",
+        "upstream",
+        "upstream_s",
+        "want_continuous",
+        "want_usage",
+    )
+
+    def __init__(self, rt: Any, ev: UsageEvent, send: Send, t0: float) -> None:
+        self.rt = rt
+        self.ev = ev
+        self.send = send
+        self.t0 = t0
+        self.upstream_s = 0.0
+        self.response_started = False
+        self.data: dict[str, Any] | None = None
+        self.upstream: UpstreamResponse | None = None
+        self.stream = False
+        self.want_usage = False
+        self.want_continuous = False
+        self.deadline = 0.0
+
+    async def serve(self, scope: Scope, receive: Receive) -> None:
+        rt, ev = self.rt, self.ev
         headers = dict(scope["headers"])
         principal: Principal = rt.auth.client(headers)
         ev.tenant = rt.tenant_label(principal.tenant)
         ev.key_name = principal.key_name
         body = await read_body(receive, headers, rt.config.limits.max_body_bytes)
-        data = parse_request(body, ev.endpoint)
-        state.data = data
+        data = self.data = parse_request(body, ev.endpoint)
         alias_name: str = data["model"]
         alias = rt.router.alias(alias_name)
         if alias is None:
@@ -220,8 +248,7 @@ class Handler:
                 code="model_not_found",
             )
         ev.alias = alias_name
-        stream = bool(data.get("stream")) and ev.endpoint != "embeddings"
-        ev.stream = stream
+        self.stream = ev.stream = bool(data.get("stream")) and ev.endpoint != "embeddings"
         route = RouteRequest(
             alias=alias_name,
             tenant=principal.tenant,
@@ -231,59 +258,37 @@ class Handler:
         )
         plan = rt.router.plan(route)
         client_so = data.get("stream_options") or {}
-        want_usage = bool(client_so.get("include_usage"))
-        want_continuous = bool(client_so.get("continuous_usage_stats"))
-        timeout = alias.timeout_s or rt.config.limits.request_timeout_s
-        deadline = time.monotonic() + timeout
-
+        self.want_usage = bool(client_so.get("include_usage"))
+        self.want_continuous = bool(client_so.get("continuous_usage_stats"))
+        loop = asyncio.get_running_loop()
+        self.deadline = loop.time() + (alias.timeout_s or rt.config.limits.request_timeout_s)
         watcher = _DisconnectWatcher(receive)
         try:
-            await self._attempts(
-                rt,
-                plan,
-                data,
-                ev,
-                state,
-                send,
-                stream,
-                want_usage,
-                want_continuous,
-                deadline,
-                watcher,
-            )
+            await self.attempts(plan)
+        except asyncio.CancelledError:
+            if not watcher.gone:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            if self.upstream is not None:
+                self.upstream.close()
+            raise ClientGone() from None
         finally:
             watcher.stop()
 
-    async def _attempts(
-        self,
-        rt: Any,
-        plan: list[PlannedTarget],
-        data: dict[str, Any],
-        ev: UsageEvent,
-        state: _RequestState,
-        send: Send,
-        stream: bool,
-        want_usage: bool,
-        want_continuous: bool,
-        deadline: float,
-        watcher: _DisconnectWatcher,
-    ) -> None:
+    async def attempts(self, plan: list[PlannedTarget]) -> None:
+        rt, ev = self.rt, self.ev
+        data = self.data
+        assert data is not None
         last_error: ProxyError | None = None
         path = _UPSTREAM_PATH[ev.endpoint]
         n = len(plan)
         for i, target in enumerate(plan):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                last_error = ProxyError(
-                    504,
-                    f"No backend answered within the request deadline ({ev.alias}).",
-                    code="timeout",
-                    outcome="error",
-                )
-                break
             backend = rt.backends[target.backend]
-            vllm = rt.engine_kind(target.backend) == "vllm"
-            upstream_body = _upstream_body(data, target.model, stream, vllm)
+            body = _upstream_body(
+                data, target.model, self.stream, rt.engine_kind(target.backend) == "vllm"
+            )
             attempt = Attempt(target.backend, target.model)
             ev.attempts.append(attempt)
             ev.backend, ev.model = target.backend, target.model
@@ -292,35 +297,13 @@ class Handler:
             await sem.acquire()
             rt.inflight[target.backend] += 1
             share: GpuShare | None = rt.meter.begin(target.backend)
-            outcome: str | None = None
             try:
-                outcome = await self._one_attempt(
-                    rt,
-                    backend,
-                    path,
-                    upstream_body,
-                    target,
-                    ev,
-                    state,
-                    send,
-                    stream,
-                    want_usage,
-                    want_continuous,
-                    deadline,
-                    watcher,
-                    share,
-                    attempt,
-                    last=(i == n - 1),
-                )
+                await self.one_attempt(backend, path, body, target, share, attempt, i == n - 1)
             except _Failover as fo:
                 last_error = fo.error
                 attempt.reason = fo.reason
-                rt.metrics.failover(
-                    ev.alias,
-                    target.backend,
-                    plan[i + 1].backend if i + 1 < n else "none",
-                    fo.reason,
-                )
+                nxt = plan[i + 1].backend if i + 1 < n else "none"
+                rt.metrics.failover(ev.alias, target.backend, nxt, fo.reason)
                 rt.on_failure(target.backend, fo.reason)
                 continue
             finally:
@@ -329,215 +312,166 @@ class Handler:
                     ev.gpu_seconds += share.end()
                 rt.inflight[target.backend] -= 1
                 sem.release()
-            if outcome is not None:
-                rt.on_success(target.backend)
-                return
+            rt.on_success(target.backend)
+            return
         if last_error is None:
             last_error = ProxyError(
                 503,
                 f"No backend available for model '{ev.alias}'.",
                 code="no_backend_available",
-                outcome="error",
             )
         last_error.outcome = "error"
         raise last_error
 
-    async def _one_attempt(
+    async def one_attempt(
         self,
-        rt: Any,
         backend: Any,
         path: str,
         body: bytes,
         target: PlannedTarget,
-        ev: UsageEvent,
-        state: _RequestState,
-        send: Send,
-        stream: bool,
-        want_usage: bool,
-        want_continuous: bool,
-        deadline: float,
-        watcher: _DisconnectWatcher,
         share: GpuShare | None,
         attempt: Attempt,
         last: bool,
-    ) -> str:
+    ) -> None:
+        """One try at one backend. Raises _Failover while nothing has reached the client."""
+        ev = self.ev
         t_up = time.perf_counter()
-        remaining = max(0.001, deadline - time.monotonic())
+        name = target.backend
         try:
-            upstream: UpstreamResponse = await watcher.run(
-                asyncio.wait_for(backend.send(path, body, stream), remaining)
-            )
+            async with asyncio.timeout_at(self.deadline):
+                upstream = self.upstream = await backend.send(path, body, self.stream)
+                attempt.status = upstream.status
+                if upstream.status >= 400:
+                    raw = await _read_or_empty(upstream)
+                elif self.stream:
+                    tap, first = await self._first_events(upstream, name)
+                else:
+                    raw = await upstream.read()
         except UpstreamFailure as exc:
-            state.upstream_s += time.perf_counter() - t_up
+            self.upstream_s += time.perf_counter() - t_up
+            status = 503 if exc.reason == "connect_error" else 502
             raise _Failover(
                 exc.reason,
-                ProxyError(
-                    503 if exc.reason == "connect_error" else 504,
-                    f"Backend '{target.backend}' is unavailable ({exc.reason}).",
-                    code="backend_unavailable",
-                    outcome="error",
+                _err(
+                    status,
+                    f"Backend '{name}' is unavailable ({exc.reason}).",
+                    "backend_unavailable",
                 ),
             ) from None
         except TimeoutError:
-            state.upstream_s += time.perf_counter() - t_up
+            self.upstream_s += time.perf_counter() - t_up
+            if self.upstream is not None:
+                self.upstream.close()
             raise _Failover(
                 "timeout",
-                ProxyError(
-                    504,
-                    f"Backend '{target.backend}' did not answer before the request deadline.",
-                    code="timeout",
-                    outcome="error",
+                _err(
+                    504, f"Backend '{name}' did not answer before the request deadline.", "timeout"
                 ),
             ) from None
-        attempt.status = upstream.status
-        if upstream.status >= 400:
-            try:
-                raw = await watcher.run(upstream.read())
-            except ClientGone:
-                upstream.close()
-                raise
-            except Exception:
-                raw = b""
-            state.upstream_s += time.perf_counter() - t_up
-            err_body, code = normalize_upstream_error(upstream.status, raw, target.backend)
-            if upstream.status in (401, 403) and not target.self_hosted:
-                # Our credentials for the upstream were refused: the client can do nothing
-                # about it, and the upstream's text may quote part of the key.
-                reason = "auth"
-                err = ProxyError(
+        except _Failover:
+            self.upstream_s += time.perf_counter() - t_up
+            raise
+        except (OSError, ValueError, RuntimeError) as exc:  # the body broke off
+            self.upstream_s += time.perf_counter() - t_up
+            if self.upstream is not None:
+                self.upstream.close()
+            raise _Failover(
+                "connect_error",
+                _err(
                     502,
-                    f"Backend '{target.backend}' refused the proxy's "
-                    f"credentials (HTTP {upstream.status}).",
-                    code="upstream_auth_error",
-                    outcome="error",
-                )
-                raise _Failover(reason, err)
-            reason = failover_reason(upstream.status, code, raw)
-            err = _UpstreamError(upstream.status, err_body, upstream.headers)
-            if reason is not None and not last:
-                raise _Failover(reason, err)
-            if reason is not None:
-                rt.on_failure(target.backend, reason)
+                    f"Backend '{name}' broke off its answer ({type(exc).__name__}).",
+                    "backend_unavailable",
+                ),
+            ) from None
+        t_first = time.perf_counter()
+        self.upstream_s += t_first - t_up
+        if upstream.status >= 400:
+            self._upstream_error(upstream, raw, target, last)
             ev.status = upstream.status
             ev.outcome = "error"
-            state.response_started = True
+            self.response_started = True
             await _send_raw(
-                send,
+                self.send,
                 upstream.status,
-                err_body,
-                [(b"x-hybridgate-backend", target.backend.encode()), *upstream.headers],
+                self._error_body,
+                [(_BACKEND, name.encode()), *upstream.headers],
             )
-            return "error"
-        if stream:
-            return await self._relay_stream(
-                rt,
-                upstream,
-                target,
-                ev,
-                state,
-                send,
-                want_usage,
-                want_continuous,
-                watcher,
-                share,
-                t_up,
-            )
-        try:
-            raw = await watcher.run(upstream.read())
-        except ClientGone:
-            upstream.close()
-            raise
-        except Exception as exc:
-            state.upstream_s += time.perf_counter() - t_up
-            raise _Failover(
-                "connect_error",
-                ProxyError(
-                    502,
-                    f"Backend '{target.backend}' broke off its answer ({type(exc).__name__}).",
-                    code="backend_unavailable",
-                    outcome="error",
-                ),
-            ) from None
-        t_first = time.perf_counter()
-        state.upstream_s += t_first - t_up
-        ev.ttft_s = t_first - state.t0
+            return
+        ev.ttft_s = t_first - self.t0
         if share is not None:
             share.first_token()
+        ev.status = 200
+        self.response_started = True
+        if self.stream:
+            await self._relay_rest(upstream, tap, first, target)
+            return
         _usage_from_body(raw, ev)
         if ev.prompt_tokens == 0 and ev.completion_tokens == 0:
-            _estimate_usage(ev, state, None, raw)
-        ev.status = 200
-        state.response_started = True
-        await _send_raw(
-            send, 200, raw, [(b"x-hybridgate-backend", target.backend.encode()), *upstream.headers]
+            _estimate_usage(ev, self.data, None, raw)
+        await _send_raw(self.send, 200, raw, [(_BACKEND, name.encode()), *upstream.headers])
+
+    def _upstream_error(
+        self, upstream: UpstreamResponse, raw: bytes, target: PlannedTarget, last: bool
+    ) -> None:
+        """Decide about an upstream 4xx/5xx: fail over (raise) or pass it back (return)."""
+        status = upstream.status
+        err_body, code = normalize_upstream_error(status, raw, target.backend)
+        if status in (401, 403) and not target.self_hosted:
+            # Our credentials for the upstream were refused: the client can do nothing
+            # about it, and the upstream's text may quote part of the key.
+            raise _Failover(
+                "auth",
+                _err(
+                    502,
+                    f"Backend '{target.backend}' refused the proxy's credentials (HTTP {status}).",
+                    "upstream_auth_error",
+                ),
+            )
+        reason = failover_reason(status, code, raw)
+        if reason is not None and not last:
+            raise _Failover(reason, _UpstreamError(status, err_body, upstream.headers))
+        if reason is not None:
+            self.rt.on_failure(target.backend, reason)
+        self._error_body = err_body
+
+    async def _first_events(self, upstream: UpstreamResponse, name: str) -> tuple[UsageTap, bytes]:
+        """Read until the first complete SSE event: until then a failure can still fail over."""
+        tap = UsageTap(
+            strip_usage_chunk=not self.want_usage, strip_inline_usage=not self.want_continuous
         )
-        return "success"
-
-    async def _relay_stream(
-        self,
-        rt: Any,
-        upstream: UpstreamResponse,
-        target: PlannedTarget,
-        ev: UsageEvent,
-        state: _RequestState,
-        send: Send,
-        want_usage: bool,
-        want_continuous: bool,
-        watcher: _DisconnectWatcher,
-        share: GpuShare | None,
-        t_up: float,
-    ) -> str:
-        from proxy.sse import UsageTap
-
-        tap = UsageTap(strip_usage_chunk=not want_usage, strip_inline_usage=not want_continuous)
-        chunks = upstream.chunks()
+        self._chunks = upstream.chunks()
         first = b""
-        try:
-            while not first:
-                data = await watcher.run(chunks.__anext__())
-                first = tap.feed(data)
-        except StopAsyncIteration:
-            first = tap.flush()
-            if not first:
-                state.upstream_s += time.perf_counter() - t_up
+        while not first:
+            try:
+                data = await self._chunks.__anext__()
+            except StopAsyncIteration:
+                first = tap.flush()
+                if first:
+                    break
                 raise _Failover(
                     "empty_stream",
-                    ProxyError(
+                    _err(
                         502,
-                        f"Backend '{target.backend}' closed the stream before any data.",
-                        code="backend_unavailable",
-                        outcome="error",
+                        f"Backend '{name}' closed the stream before any data.",
+                        "backend_unavailable",
                     ),
                 ) from None
-        except ClientGone:
-            upstream.close()
-            raise
-        except Exception as exc:
-            state.upstream_s += time.perf_counter() - t_up
-            upstream.close()
-            raise _Failover(
-                "connect_error",
-                ProxyError(
-                    502,
-                    f"Backend '{target.backend}' broke off the stream ({type(exc).__name__}).",
-                    code="backend_unavailable",
-                    outcome="error",
-                ),
-            ) from None
-        t_first = time.perf_counter()
-        state.upstream_s += t_first - t_up
-        ev.ttft_s = t_first - state.t0
-        if share is not None:
-            share.first_token()
-        ev.status = 200
-        state.response_started = True
+            first = tap.feed(data)
+        return tap, first
+
+    async def _relay_rest(
+        self, upstream: UpstreamResponse, tap: UsageTap, first: bytes, target: PlannedTarget
+    ) -> None:
+        """Relay the stream after its first event. Past this point there is no failover:
+        an upstream failure ends the stream with an error event, and usage so far is kept."""
+        send, ev = self.send, self.ev
         await send(
             {
                 "type": "http.response.start",
                 "status": 200,
                 "headers": [
                     *_SSE_HEADERS,
-                    (b"x-hybridgate-backend", target.backend.encode()),
+                    (_BACKEND, target.backend.encode()),
                     *(h for h in upstream.headers if h[0] != b"content-type"),
                 ],
             }
@@ -545,17 +479,13 @@ class Handler:
         await send({"type": "http.response.body", "body": first, "more_body": True})
         cut = False
         try:
-            while True:
-                try:
-                    data = await watcher.run(chunks.__anext__())
-                except StopAsyncIteration:
-                    break
+            async for data in self._chunks:
                 out = tap.feed(data)
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
-        except ClientGone:
+        except asyncio.CancelledError:
             upstream.close()
-            self._stream_usage(ev, state, tap)
+            _stream_usage(ev, self.data, tap)
             raise
         except Exception:
             cut = True
@@ -563,10 +493,8 @@ class Handler:
         rest = tap.flush()
         if rest:
             await send({"type": "http.response.body", "body": rest, "more_body": True})
-        self._stream_usage(ev, state, tap)
-        if not tap.saw_done and not tap.saw_error:
-            cut = True
-        if cut:
+        _stream_usage(ev, self.data, tap)
+        if cut or not (tap.saw_done or tap.saw_error):
             ev.outcome = "cut"
             msg = (
                 f"The backend '{target.backend}' ended the stream before it was complete; "
@@ -574,28 +502,29 @@ class Handler:
             )
             err = b"data: " + error_body(msg, "server_error", None, "stream_interrupted") + b"\n\n"
             await send({"type": "http.response.body", "body": err, "more_body": True})
-            rt.on_failure(target.backend, "cut")
+            self.rt.on_failure(target.backend, "cut")
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-        return "cut" if cut else "success"
-
-    @staticmethod
-    def _stream_usage(ev: UsageEvent, state: _RequestState, tap: Any) -> None:
-        usage = tap.usage()
-        if usage is not None:
-            _apply_usage(usage, ev)
-            if tap.saw_done or ev.completion_tokens >= tap.content_events - 1:
-                return
-        _estimate_usage(ev, state, tap, None)
 
 
-class _RequestState:
-    __slots__ = ("data", "response_started", "t0", "upstream_s")
+def _err(status: int, message: str, code: str) -> ProxyError:
+    return ProxyError(status, message, code=code, outcome="error")
 
-    def __init__(self, t0: float) -> None:
-        self.t0 = t0
-        self.data: dict[str, Any] | None = None
-        self.upstream_s = 0.0
-        self.response_started = False
+
+async def _read_or_empty(upstream: UpstreamResponse) -> bytes:
+    try:
+        return await upstream.read()
+    except (OSError, ValueError, RuntimeError):
+        return b""
+
+
+def _stream_usage(ev: UsageEvent, data: dict[str, Any] | None, tap: UsageTap) -> None:
+    """Usage of a relayed stream: the upstream's, or an estimate flagged as such."""
+    usage = tap.usage()
+    if usage is not None:
+        _apply_usage(usage, ev)
+        if tap.saw_done or ev.completion_tokens >= tap.content_events - 1:
+            return
+    _estimate_usage(ev, data, tap, None)
 
 
 class _Failover(Exception):
@@ -619,42 +548,29 @@ class _UpstreamError(ProxyError):
 
 
 class _DisconnectWatcher:
-    """Notices a client disconnect while the proxy waits on the upstream.
+    """Cancels the request's task when the client disconnects.
 
-    The body has been read, so the next `receive()` only returns on disconnect. The
-    watcher task is created lazily, on the first wait, and each wait races it.
+    The body has been read, so the next `receive()` only returns on disconnect. One task
+    per request waits for it; the request path itself awaits its upstream directly (no
+    per-await race), and turns the cancellation into ClientGone.
     """
 
-    __slots__ = ("_receive", "_task")
+    __slots__ = ("_owner", "_task", "gone")
 
     def __init__(self, receive: Receive) -> None:
-        self._receive = receive
-        self._task: asyncio.Task[Any] | None = None
+        self.gone = False
+        self._owner = asyncio.current_task()
+        self._task = asyncio.ensure_future(self._watch(receive))
 
-    async def run(self, aw: Awaitable[Any]) -> Any:
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._receive())
-        if self._task.done():
-            _close_awaitable(aw)
-            raise ClientGone()
-        work = asyncio.ensure_future(aw)
-        done, _ = await asyncio.wait((work, self._task), return_when=asyncio.FIRST_COMPLETED)
-        if work in done:
-            return work.result()
-        work.cancel()
-        with contextlib.suppress(BaseException):
-            await work
-        raise ClientGone()
+    async def _watch(self, receive: Receive) -> None:
+        msg = await receive()
+        if msg["type"] == "http.disconnect" and self._owner is not None:
+            self.gone = True
+            self._owner.cancel()
 
     def stop(self) -> None:
-        if self._task is not None and not self._task.done():
+        if not self._task.done():
             self._task.cancel()
-
-
-def _close_awaitable(aw: Awaitable[Any]) -> None:
-    close = getattr(aw, "close", None)
-    if close is not None:
-        close()
 
 
 async def _send_raw(
@@ -709,7 +625,9 @@ def _usage_from_body(raw: bytes, ev: UsageEvent) -> None:
         _apply_usage(usage, ev)
 
 
-def _estimate_usage(ev: UsageEvent, state: _RequestState, tap: Any, raw: bytes | None) -> None:
+def _estimate_usage(
+    ev: UsageEvent, data: dict[str, Any] | None, tap: UsageTap | None, raw: bytes | None
+) -> None:
     """No usage from the upstream: count what we can and flag the event `estimated`.
 
     Prompt tokens come from the request (tiktoken, loaded lazily); completion tokens
@@ -719,8 +637,8 @@ def _estimate_usage(ev: UsageEvent, state: _RequestState, tap: Any, raw: bytes |
     from proxy.metering.tokens import count_text_tokens
 
     ev.estimated = True
-    if ev.prompt_tokens == 0 and state.data is not None:
-        ev.prompt_tokens = estimate_prompt_tokens(state.data)
+    if ev.prompt_tokens == 0 and data is not None:
+        ev.prompt_tokens = estimate_prompt_tokens(data)
     if tap is not None:
         ev.completion_tokens = max(ev.completion_tokens, tap.content_events)
     elif raw:
