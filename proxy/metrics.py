@@ -143,6 +143,13 @@ class Metrics:
             ["backend"],
             registry=r,
         )
+        self.backend_info = Gauge(
+            "hybridgate_backend_info",
+            "Always 1: what each backend is (kind = self_hosted | api; pool empty for APIs), "
+            "so queries can split spend and traffic between GPUs and APIs.",
+            ["backend", "kind", "pool"],
+            registry=r,
+        )
         self.tco = Gauge(
             "hybridgate_tco_monthly_usd",
             "Monthly TCO per scenario from the live traffic "

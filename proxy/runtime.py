@@ -53,6 +53,9 @@ class Runtime:
             metrics.inflight.labels(name).set_function(lambda n=name: self.inflight[n])
             metrics.backend_up.labels(name).set(1)
             metrics.breaker_open.labels(name).set(0)
+        for name, b in config.backends.items():
+            kind = "self_hosted" if b.self_hosted else "api"
+            metrics.backend_info.labels(name, kind, b.pool or "").set(1)
 
     def tenant_label(self, tenant: str) -> str:
         return tenant if tenant in self._tenants else "other"
