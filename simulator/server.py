@@ -1,0 +1,549 @@
+"""The aiohttp application: OpenAI/vLLM endpoints, /sim/* control, and the listeners.
+
+Handlers stay thin: `parse` decides what a request asks for, an engine decides when
+its tokens exist, a `Dialect` decides what the bytes look like, `Stats` keeps the
+books. The main listener can be closed and reopened at run time (the
+`refuse_connections` fault); an optional control listener never is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import math
+import os
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from simulator.config import SimConfig
+from simulator.engine import Engine, EngineLike, FixedLatencyEngine, Sequence, StepModel
+from simulator.faults import FaultError, Faults, FaultState
+from simulator.metrics import VllmMetrics
+from simulator.parse import Job, RequestError, parse_chat, parse_completion, parse_embedding
+from simulator.ratelimit import RateWindow
+from simulator.responses import (
+    Dialect,
+    OpenAIDialect,
+    Reply,
+    ToolCall,
+    VllmDialect,
+    anthropic_error,
+)
+from simulator.stats import Record, Stats
+from simulator.tokens import PrefixCache
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_FAULT_MESSAGES = {
+    400: "Bad request (simulated fault)",
+    408: "Request timed out (simulated fault)",
+    422: "Unprocessable entity (simulated fault)",
+    429: "Rate limit reached for requests (simulated fault)",
+    500: "Internal server error (simulated fault)",
+    502: "Bad gateway (simulated fault)",
+    503: "Service unavailable (simulated fault)",
+    504: "Gateway timeout (simulated fault)",
+    529: "Overloaded",
+}
+_QUOTA_MESSAGE = (
+    "You exceeded your current quota, please check your plan and billing details. (simulated fault)"
+)
+DONE = b"data: [DONE]\n\n"
+_CLIENT_CLOSED = 499  # nginx's "client closed request": no status was ever sent
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body), status=status, headers=headers, content_type="application/json"
+    )
+
+
+class SimServer:
+    def __init__(self, cfg: SimConfig) -> None:
+        self.cfg = cfg
+        self.vllm = cfg.mode == "vllm"
+        self.dialect: Dialect = (
+            VllmDialect(cfg.flat_errors, cfg.prompt_tokens_details)
+            if self.vllm
+            else OpenAIDialect()
+        )
+        self.models = cfg.served_models
+        self.metrics: VllmMetrics | None = None
+        self.engine: EngineLike
+        if self.vllm:
+            self.metrics = VllmMetrics(self.models[0], old_names=cfg.old_metrics)
+            step = StepModel(
+                cfg.step_overhead_ms,
+                cfg.prefill_overhead_ms,
+                cfg.prefill_ms_per_token,
+                cfg.decode_ms_per_seq,
+                cfg.speed,
+            )
+            self.engine = Engine(
+                step,
+                cfg.max_num_seqs,
+                cfg.max_num_batched_tokens,
+                cfg.kv_cache_tokens,
+                on_finish=self.metrics.on_finish,
+            )
+        else:
+            self.engine = FixedLatencyEngine(
+                cfg.ttft_ms / 1000 / cfg.speed, cfg.itl_ms / 1000 / cfg.speed
+            )
+        self.stats = Stats(cfg.max_logged_requests)
+        self.faults = FaultState(cfg.seed)
+        self.faults.update(dict(cfg.faults))
+        self.rate = RateWindow(cfg.rpm_limit)
+        self.prefix_cache = PrefixCache()
+        self._ids = itertools.count(1)
+        self._id_prefix = secrets.token_hex(4)
+        self.app = self._build_app()
+        self.runner: web.AppRunner | None = None
+        self.port = cfg.port
+        self.control_port = cfg.control_port
+        self._main_site: web.TCPSite | None = None
+        self._control_site: web.TCPSite | None = None
+        self._relisten: asyncio.TimerHandle | None = None
+
+    # -- wiring ---------------------------------------------------------------------
+    def _build_app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        r = app.router
+        r.add_post("/v1/chat/completions", self._inference(self._chat))
+        r.add_post("/v1/completions", self._inference(self._completions))
+        r.add_post("/v1/embeddings", self._inference(self._embeddings))
+        r.add_get("/v1/models", self._logged(self._list_models))
+        r.add_get("/health", self._logged(self._health))
+        r.add_get("/version", self._logged(self._version))
+        if self.vllm:
+            r.add_get("/metrics", self._logged(self._metrics))
+        r.add_get("/sim/stats", self._sim_stats)
+        r.add_post("/sim/reset", self._sim_reset)
+        r.add_get("/sim/faults", self._sim_get_faults)
+        r.add_post("/sim/faults", self._sim_set_faults)
+        r.add_delete("/sim/faults", self._sim_clear_faults)
+        return app
+
+    async def start(self) -> None:
+        self.engine.start()
+        self.runner = web.AppRunner(
+            self.app,
+            handler_cancellation=True,  # a client that goes away cancels its sequence
+            access_log=web.AccessLogger if self.cfg.access_log else None,
+            shutdown_timeout=1.0,
+        )
+        await self.runner.setup()
+        if self.control_port is not None:
+            self._control_site = web.TCPSite(self.runner, self.cfg.host, self.control_port)
+            await self._control_site.start()
+            self.control_port = self._bound_port(self._control_site)
+        if not self.faults.current.refuse_connections:
+            await self._listen()
+        elif self.port == 0:
+            raise ValueError("--refuse-connections at start needs an explicit --port")
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+        await self.engine.stop()
+
+    async def _listen(self) -> None:
+        site = web.TCPSite(self.runner, self.cfg.host, self.port, reuse_address=True)
+        await site.start()
+        self._main_site = site
+        self.port = self._bound_port(site)
+
+    @staticmethod
+    def _bound_port(site: web.TCPSite) -> int:
+        server = site._server  # aiohttp keeps the asyncio server private
+        assert server is not None and server.sockets
+        return int(server.sockets[0].getsockname()[1])
+
+    async def _apply_listening(self) -> None:
+        """Close or reopen the main listener to match the `refuse_connections` fault."""
+        f = self.faults.current
+        if self._relisten is not None:
+            self._relisten.cancel()
+            self._relisten = None
+        if f.refuse_connections and self._main_site is not None:
+            await self._main_site.stop()
+            self._main_site = None
+            # Pooled keep-alive connections must not keep a dead server looking alive;
+            # requests in flight finish, then their connections close too.
+            assert self.runner is not None and self.runner.server is not None
+            for handler in self.runner.server.connections:
+                t = handler.transport
+                if t is not None and (t.get_extra_info("sockname") or (None, None))[1] == self.port:
+                    handler.close()
+        elif not f.refuse_connections and self._main_site is None:
+            await self._listen()
+        if f.refuse_connections and f.refuse_for_s is not None:
+            loop = asyncio.get_running_loop()
+            self._relisten = loop.call_later(
+                f.refuse_for_s, lambda: loop.create_task(self._end_refusal())
+            )
+
+    async def _end_refusal(self) -> None:
+        self._relisten = None
+        self.faults.update({"refuse_connections": False, "refuse_for_s": None})
+        await self._apply_listening()
+
+    # -- plumbing shared by handlers ----------------------------------------------------
+    def _logged(self, handler: Handler) -> Handler:
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            entry = self.stats.arrive(request.method, request.path)
+            status = _CLIENT_CLOSED
+            try:
+                resp = await handler(request)
+                status = resp.status
+                return resp
+            finally:
+                self.stats.respond(entry, status)
+
+        return wrapped
+
+    def _inference(
+        self,
+        handler: Callable[[web.Request, Record, dict[str, str]], Awaitable[web.StreamResponse]],
+    ) -> Handler:
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            entry = self.stats.arrive("POST", request.path)
+            rid = f"req_{self._id_prefix}{next(self._ids):08x}"
+            rec = self.stats.record(rid, request.path, entry[0])
+            headers = {"x-sim-request-id": rid}
+            try:
+                if not self.vllm:
+                    headers["x-request-id"] = rid
+                resp = await self._admit(request, rec, headers)
+                if resp is None:
+                    resp = await handler(request, rec, headers)
+                rec.status = resp.status
+                return resp
+            except asyncio.CancelledError:
+                if not rec.cut:  # a cut stream's own close also cancels its handler
+                    rec.cancelled = True
+                    self.stats.cancelled += 1
+                raise
+            finally:
+                self.stats.respond(entry, rec.status or _CLIENT_CLOSED)
+
+        return wrapped
+
+    async def _admit(
+        self, request: web.Request, rec: Record, headers: dict[str, str]
+    ) -> web.Response | None:
+        """Auth, faults and rate limit, in that order: a refusal, or None to go on."""
+        key = self.cfg.require_key
+        if key is not None:
+            auth = request.headers.get("Authorization", "")
+            if not secrets.compare_digest(auth.encode(), f"Bearer {key}".encode()):
+                if self.vllm:
+                    return _json({"error": "Unauthorized"}, 401, headers)
+                body = self.dialect.error(401, "Incorrect API key provided.")
+                return _json(body, 401, headers)
+        fault = self.faults.pick_error()
+        if fault is not None:
+            rec.fault = True
+            return self._fault_response(fault, headers)
+        if not self.vllm:
+            allowed, limits = self.rate.take()
+            headers.update(limits)
+            if not allowed:
+                wait = self.rate.seconds_to_reset()
+                headers["retry-after"] = str(math.ceil(wait))
+                body = self.dialect.error(
+                    429, f"Rate limit reached for requests: limit {self.rate.limit} per minute."
+                )
+                return _json(body, 429, headers)
+        return None
+
+    def _fault_response(self, f: Faults, headers: dict[str, str]) -> web.Response:
+        status = f.status or 500
+        message = (
+            f.error_message
+            or (_QUOTA_MESSAGE if f.error_type == "insufficient_quota" else None)
+            or _FAULT_MESSAGES.get(status, f"Simulated error {status}")
+        )
+        shape = f.error_shape or ("vllm" if self.vllm else "openai")
+        if shape == "anthropic":
+            body = anthropic_error(status, f.error_message, f.error_type)
+        elif shape == "openai":
+            body = OpenAIDialect().error(status, message, f.error_type, f.error_code)
+        else:
+            body = VllmDialect(flat_errors=shape == "vllm_flat").error(
+                status, message, f.error_type, f.error_code
+            )
+        out = dict(headers)
+        if f.retry_after is not None:
+            ra = f.retry_after
+            out["retry-after"] = str(int(ra)) if float(ra).is_integer() else str(ra)
+            out["retry-after-ms"] = str(int(ra * 1000))
+        return _json(body, status, out)
+
+    def _error(self, exc: RequestError, headers: dict[str, str]) -> web.Response:
+        body = self.dialect.error(
+            exc.status, exc.message, param=exc.param, code=None if self.vllm else exc.code
+        )
+        return _json(body, exc.status, headers)
+
+    async def _body(self, request: web.Request) -> Any:
+        raw = await request.read()
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            if self.vllm:
+                raise RequestError(400, f"JSON decode error: {exc}") from None
+            raise RequestError(
+                400,
+                "We could not parse the JSON body of your request. (HINT: This likely means "
+                "you aren't using your HTTP library correctly. The OpenAI API expects a JSON "
+                "payload, but what was sent was not valid JSON.)",
+            ) from None
+
+    def _check_model(self, model: str) -> None:
+        if self.models and model not in self.models:
+            if self.vllm:
+                raise RequestError(404, f"The model `{model}` does not exist.")
+            raise RequestError(
+                404,
+                f"The model `{model}` does not exist or you do not have access to it.",
+                code="model_not_found",
+            )
+
+    # -- inference ----------------------------------------------------------------------
+    async def _chat(self, request: web.Request, rec: Record, headers: dict[str, str]):
+        return await self._generate(request, rec, headers, parse_chat, self.dialect.chat_id)
+
+    async def _completions(self, request: web.Request, rec: Record, headers: dict[str, str]):
+        return await self._generate(
+            request, rec, headers, parse_completion, self.dialect.completion_id
+        )
+
+    async def _embeddings(self, request: web.Request, rec: Record, headers: dict[str, str]):
+        return await self._generate(
+            request, rec, headers, parse_embedding, self.dialect.embedding_id
+        )
+
+    async def _generate(
+        self,
+        request: web.Request,
+        rec: Record,
+        headers: dict[str, str],
+        parse: Callable[[Any, SimConfig], Job],
+        new_id: Callable[[], str],
+    ) -> web.StreamResponse:
+        try:
+            job = parse(await self._body(request), self.cfg)
+            self._check_model(job.model)
+        except RequestError as exc:
+            return self._error(exc, headers)
+        rec.model = job.model
+        rec.stream = job.stream
+        cached = 0
+        if job.kind == "chat":
+            cached = self.prefix_cache.lookup_and_insert(job.messages, job.prompt_tokens)
+        reply = Reply(
+            kind=job.kind,
+            id=new_id(),
+            model=job.model,
+            prompt_tokens=job.prompt_tokens,
+            max_tokens=job.max_tokens,
+            n=job.n,
+            cached_tokens=cached,
+            finish_reason="length" if job.explicit_max else "stop",
+            include_usage=job.include_usage,
+            continuous_usage=job.continuous_usage,
+        )
+        if job.tool is not None:
+            reply.tool_call = ToolCall(self.dialect.tool_call_id(), *job.tool)
+            reply.finish_reason = "tool_calls"
+        seq = Sequence(rec.id, job.prompt_tokens, job.max_tokens, job.n, cached)
+        seq.arrived = rec.arrived
+        rec.seq = seq
+        if job.stream:
+            return await self._stream(request, rec, headers, reply, seq)
+        try:
+            await self._slow_first_token()
+            self.engine.submit(seq, False)
+            await seq.wait_finished()
+        finally:
+            self.engine.cancel(seq)  # no-op once finished
+        if job.kind == "embedding":
+            body = self.dialect.embeddings(reply, job.inputs, self.cfg.embedding_dim, job.base64)
+            if self.vllm:
+                body["id"] = reply.id
+        elif job.kind == "chat":
+            body = self.dialect.chat_completion(reply, seq.generated)
+        else:
+            body = self.dialect.completion(reply, seq.generated)
+        headers["x-sim-gpu-seconds"] = repr(seq.gpu_seconds)
+        return _json(body, 200, headers)
+
+    async def _slow_first_token(self) -> None:
+        delay = self.faults.current.slow_first_token_s
+        if delay:
+            await asyncio.sleep(delay)
+
+    async def _stream(
+        self,
+        request: web.Request,
+        rec: Record,
+        headers: dict[str, str],
+        reply: Reply,
+        seq: Sequence,
+    ) -> web.StreamResponse:
+        resp = web.StreamResponse(status=200, headers=headers)
+        resp.content_type = "text/event-stream"
+        resp.charset = "utf-8"
+        await resp.prepare(request)  # headers go out now, as from vLLM behind uvicorn
+        rec.status = 200
+        cut_after = self.faults.current.cut_stream_after
+        events = 0
+
+        async def send(chunk: dict[str, Any] | None) -> bool:
+            """Write one SSE event; False once the cut fault has closed the connection."""
+            nonlocal events
+            data = DONE if chunk is None else b"data: " + orjson.dumps(chunk) + b"\n\n"
+            await resp.write(data)
+            events += 1
+            if cut_after is not None and events >= cut_after:
+                rec.cut = True
+                self.stats.cut += 1
+                if request.transport is not None:
+                    request.transport.close()
+                return False
+            return True
+
+        try:
+            if cut_after == 0:  # cut before the first event: headers only
+                rec.cut = True
+                self.stats.cut += 1
+                if request.transport is not None:
+                    request.transport.close()
+                return resp
+            await self._slow_first_token()
+            self.engine.submit(seq, True)
+            await seq.wait_beyond(0)
+            if seq.cancelled:
+                return resp
+            for chunk in self.dialect.stream_head(reply):
+                if not await send(chunk):
+                    return resp
+            sent = 0
+            while True:
+                while sent < seq.generated:
+                    for chunk in self.dialect.stream_token(reply, sent):
+                        if not await send(chunk):
+                            return resp
+                    sent += 1
+                if seq.done:
+                    break
+                await seq.wait_beyond(sent)
+            for chunk in self.dialect.stream_tail(reply, seq.generated):
+                if not await send(chunk):
+                    return resp
+            if await send(None):
+                await resp.write_eof()
+        except ConnectionResetError:
+            # The client went away between two writes (without the handler being cancelled).
+            if not rec.cut:
+                rec.cancelled = True
+                self.stats.cancelled += 1
+        finally:
+            self.engine.cancel(seq)
+        return resp
+
+    # -- other endpoints ----------------------------------------------------------------
+    async def _list_models(self, request: web.Request) -> web.Response:
+        names = self.models or ["sim-model"]
+        return _json(self.dialect.models(names, self.cfg.max_model_len))
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.Response(status=503 if self.faults.current.health_503 else 200)
+
+    async def _version(self, request: web.Request) -> web.Response:
+        return _json({"version": "0.10.1+sim" if self.vllm else "sim"})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        assert self.metrics is not None and isinstance(self.engine, Engine)
+        text = self.metrics.render(
+            self.engine, self.engine.prompt_tokens_total, self.engine.generation_tokens_total
+        )
+        return web.Response(
+            text=text,
+            content_type="text/plain",
+            charset="utf-8",
+            headers={"x-sim-pid": str(os.getpid())},
+        )
+
+    async def _sim_stats(self, request: web.Request) -> web.Response:
+        detail = request.query.get("detail", "1") not in ("0", "false", "no")
+        return _json(self.stats.to_json(self.engine, self.cfg.mode, detail))
+
+    async def _sim_reset(self, request: web.Request) -> web.Response:
+        """Clear the books; requests in flight stay listed, their GPU time restarts at 0."""
+        keep = self.stats.in_flight()
+        self.stats.reset(keep)
+        self.engine.reset_accounting()
+        self.prefix_cache.clear()
+        return _json({"ok": True, "since": self.stats.since})
+
+    async def _sim_get_faults(self, request: web.Request) -> web.Response:
+        return _json(self.faults.current.to_json())
+
+    async def _sim_set_faults(self, request: web.Request) -> web.Response:
+        try:
+            changes = orjson.loads(await request.read() or b"{}")
+            self.faults.update(changes)
+        except (orjson.JSONDecodeError, FaultError) as exc:
+            return _json({"error": str(exc)}, 400)
+        await self._apply_listening()
+        return _json(self.faults.current.to_json())
+
+    async def _sim_clear_faults(self, request: web.Request) -> web.Response:
+        self.faults.clear()
+        await self._apply_listening()
+        return _json(self.faults.current.to_json())
+
+
+async def serve(cfg: SimConfig, ready: Callable[[SimServer], None] | None = None) -> None:
+    """Run until SIGINT/SIGTERM."""
+    import signal
+
+    server = SimServer(cfg)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready(server)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+def run(cfg: SimConfig) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        uvloop = None  # type: ignore[assignment]
+
+    def announce(server: SimServer) -> None:
+        where = f"http://{cfg.host}:{server.port}"
+        extra = f", control on port {server.control_port}" if server.control_port else ""
+        print(f"simulator ({cfg.mode}) listening on {where}{extra}", flush=True)
+
+    coro = serve(cfg, announce)
+    if uvloop is not None:
+        uvloop.run(coro)
+    else:
+        asyncio.run(coro)
+    return 0
