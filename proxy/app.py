@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from proxy.config import Config
 from proxy.errors import ProxyError, error_type_for
 from proxy.handler import ENDPOINTS, Handler, Receive, Scope, Send
+from proxy.metering.request_log import RequestLog
 from proxy.metrics import Metrics
 from proxy.runtime import Runtime
 
@@ -34,6 +35,8 @@ class HybridGateApp:
         self.runtime = Runtime(config, self.metrics)
         self.metrics.add_pool_collector(lambda: self.runtime.meter.pool_snapshot())
         self.runtime.meter.add_fast_sink(self.metrics.observe)
+        if config.request_log.path:
+            self.runtime.meter.add_slow_sink(RequestLog(config.request_log.path))
         self.handler = Handler(lambda: self.runtime)
         self.ops = build_ops_app(self)
 

@@ -276,6 +276,10 @@ class MetricsAccess(_Strict):
     allow_networks: list[str] = []
 
 
+class RequestLogConfig(_Strict):
+    path: str | None = None
+
+
 class Config(_Strict):
     listen: Listen = Listen()
     state: State = State()
@@ -293,6 +297,7 @@ class Config(_Strict):
     engine_metrics: EngineMetrics = EngineMetrics()
     costing: Costing = Costing()
     metrics: MetricsAccess = MetricsAccess()
+    request_log: RequestLogConfig = RequestLogConfig()
 
     def backend_of(self, target: Target) -> Backend:
         return self.backends[target.backend]
