@@ -550,26 +550,34 @@ class _UpstreamError(ProxyError):
 class _DisconnectWatcher:
     """Cancels the request's task when the client disconnects.
 
-    The body has been read, so the next `receive()` only returns on disconnect. One task
-    per request waits for it; the request path itself awaits its upstream directly (no
-    per-await race), and turns the cancellation into ClientGone.
+    The body has been read, so the next `receive()` only returns on disconnect. A task
+    waits for it, but only once the request has lasted ARM_AFTER_S: most proxied calls
+    that finish sooner never pay for the task (a timer handle costs far less). The
+    request path awaits its upstream directly and turns the cancellation into ClientGone.
     """
 
-    __slots__ = ("_owner", "_task", "gone")
+    ARM_AFTER_S = 0.02
+    __slots__ = ("_handle", "_owner", "_receive", "_task", "gone")
 
     def __init__(self, receive: Receive) -> None:
         self.gone = False
+        self._receive = receive
         self._owner = asyncio.current_task()
-        self._task = asyncio.ensure_future(self._watch(receive))
+        self._task: asyncio.Task[None] | None = None
+        self._handle = asyncio.get_running_loop().call_later(self.ARM_AFTER_S, self._arm)
 
-    async def _watch(self, receive: Receive) -> None:
-        msg = await receive()
+    def _arm(self) -> None:
+        self._task = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        msg = await self._receive()
         if msg["type"] == "http.disconnect" and self._owner is not None:
             self.gone = True
             self._owner.cancel()
 
     def stop(self) -> None:
-        if not self._task.done():
+        self._handle.cancel()
+        if self._task is not None and not self._task.done():
             self._task.cancel()
 
 
