@@ -1,0 +1,107 @@
+"""Pay-per-token API cost: the proxy's per-request price and the API side of every TCO.
+
+`api_cost` runs once per request on the proxy's hot path, so it is a few attribute
+reads and multiplications: no allocation, no lookups, no library calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from costing.prices import ModelPrice
+
+
+def api_cost(
+    price: ModelPrice,
+    prompt_tokens: float,
+    completion_tokens: float,
+    cached_tokens: float = 0,
+    batch: bool = False,
+) -> float:
+    """USD for one request.
+
+    cost = (prompt − cached) × input + cached × cached_input + completion × output
+
+    Token counts follow OpenAI's `usage`: `cached_tokens` is the part of `prompt_tokens`
+    served from the prompt cache (clamped to `prompt_tokens`). Prices are USD per token.
+    Cached tokens with no known cached price are charged the full input price (no
+    discount assumed). With `batch=True` the batch tier replaces input/output where the
+    table has one, else the standard price applies (use `ApiCost(batch_discount=...)`
+    to model a discount the table does not know).
+    """
+    if batch:
+        in_rate = price.input if price.batch_input is None else price.batch_input
+        out_rate = price.output if price.batch_output is None else price.batch_output
+    else:
+        in_rate = price.input
+        out_rate = price.output
+    if cached_tokens:
+        if cached_tokens > prompt_tokens:
+            cached_tokens = prompt_tokens
+        cached_rate = price.cached_input
+        if cached_rate is None:
+            cached_rate = in_rate
+        return (
+            (prompt_tokens - cached_tokens) * in_rate
+            + cached_tokens * cached_rate
+            + completion_tokens * out_rate
+        )
+    return prompt_tokens * in_rate + completion_tokens * out_rate
+
+
+@dataclass(frozen=True, slots=True)
+class ApiCost:
+    """A pay-per-token API as a cost model (for TCO; the proxy calls `api_cost` directly).
+
+    `batch=True` prices the async batch tier (the seed's "50% discount (async)"). Where
+    the table has no batch price, `batch_discount` (0.5 = 50% off) derives one:
+    batch price = standard price × (1 − batch_discount).
+    """
+
+    price: ModelPrice
+    batch: bool = False
+    batch_discount: float | None = None
+    _effective: ModelPrice = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.batch_discount is not None and not 0 <= self.batch_discount <= 1:
+            raise ValueError(f"batch_discount must be in [0, 1], got {self.batch_discount}")
+        effective = self.price
+        if self.batch and self.batch_discount is not None:
+            keep = 1 - self.batch_discount
+            effective = ModelPrice(
+                input=effective.input,
+                output=effective.output,
+                cached_input=effective.cached_input,
+                batch_input=(
+                    effective.input * keep
+                    if effective.batch_input is None
+                    else effective.batch_input
+                ),
+                batch_output=(
+                    effective.output * keep
+                    if effective.batch_output is None
+                    else effective.batch_output
+                ),
+            )
+        object.__setattr__(self, "_effective", effective)
+
+    def request_cost(
+        self, prompt_tokens: float, completion_tokens: float, cached_tokens: float = 0
+    ) -> float:
+        """USD for one request: `api_cost` with this model's tier (see its formula)."""
+        return api_cost(
+            self._effective, prompt_tokens, completion_tokens, cached_tokens, self.batch
+        )
+
+    def monthly_cost(
+        self,
+        requests_per_month: float,
+        prompt_tokens: float,
+        completion_tokens: float,
+        cached_tokens: float = 0,
+    ) -> float:
+        """USD per month: requests_per_month × request_cost(tokens per request)."""
+        return requests_per_month * self.request_cost(
+            prompt_tokens, completion_tokens, cached_tokens
+        )
