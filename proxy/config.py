@@ -250,6 +250,10 @@ class Price(_Strict):
 class Limits(_Strict):
     max_body_bytes: Annotated[int, Field(ge=1)] = 10 * 1024 * 1024
     request_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    # Slow clients: headers must arrive within this of the connection/request start, the
+    # body within body_timeout_s of the headers (slowloris protection).
+    header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    body_timeout_s: Annotated[float, Field(gt=0)] = 60.0
 
 
 class Breaker(_Strict):

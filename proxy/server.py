@@ -13,6 +13,7 @@ def serve(config: Config, host: str | None = None, port: int | None = None) -> N
     import uvicorn
 
     from proxy.app import HybridGateApp
+    from proxy.protocol import protocol_for
 
     for warning in warnings_for(config):
         log.warning("%s", warning)
@@ -22,7 +23,7 @@ def serve(config: Config, host: str | None = None, port: int | None = None) -> N
         host=host or config.listen.host,
         port=config.listen.port if port is None else port,
         loop="uvloop",
-        http="httptools",
+        http=protocol_for(config.limits),
         lifespan="on",
         access_log=False,
         log_level="warning",
