@@ -109,6 +109,7 @@ class SimServer:
         self._main_site: web.TCPSite | None = None
         self._control_site: web.TCPSite | None = None
         self._relisten: asyncio.TimerHandle | None = None
+        self._busy: set[asyncio.BaseTransport | None] = set()  # connections mid-request
 
     # -- wiring ---------------------------------------------------------------------
     def _build_app(self) -> web.Application:
@@ -164,7 +165,7 @@ class SimServer:
         assert server is not None and server.sockets
         return int(server.sockets[0].getsockname()[1])
 
-    async def _apply_listening(self) -> None:
+    async def _apply_listening(self, current: asyncio.BaseTransport | None = None) -> None:
         """Close or reopen the main listener to match the `refuse_connections` fault."""
         f = self.faults.current
         if self._relisten is not None:
@@ -173,13 +174,17 @@ class SimServer:
         if f.refuse_connections and self._main_site is not None:
             await self._main_site.stop()
             self._main_site = None
-            # Pooled keep-alive connections must not keep a dead server looking alive;
-            # requests in flight finish, then their connections close too.
+            # Pooled keep-alive connections must not keep a dead server looking alive:
+            # idle ones close now; requests in flight finish, then their connections close.
             assert self.runner is not None and self.runner.server is not None
             for handler in self.runner.server.connections:
                 t = handler.transport
-                if t is not None and (t.get_extra_info("sockname") or (None, None))[1] == self.port:
+                if t is None or (t.get_extra_info("sockname") or (None, None))[1] != self.port:
+                    continue
+                if t in self._busy or t is current:
                     handler.close()
+                else:
+                    handler.force_close()
         elif not f.refuse_connections and self._main_site is None:
             await self._listen()
         if f.refuse_connections and f.refuse_for_s is not None:
@@ -198,11 +203,14 @@ class SimServer:
         async def wrapped(request: web.Request) -> web.StreamResponse:
             entry = self.stats.arrive(request.method, request.path)
             status = _CLIENT_CLOSED
+            transport = request.transport
+            self._busy.add(transport)
             try:
                 resp = await handler(request)
                 status = resp.status
                 return resp
             finally:
+                self._busy.discard(transport)
                 self.stats.respond(entry, status)
 
         return wrapped
@@ -216,6 +224,8 @@ class SimServer:
             rid = f"req_{self._id_prefix}{next(self._ids):08x}"
             rec = self.stats.record(rid, request.path, entry[0])
             headers = {"x-sim-request-id": rid}
+            transport = request.transport
+            self._busy.add(transport)
             try:
                 if not self.vllm:
                     headers["x-request-id"] = rid
@@ -230,6 +240,7 @@ class SimServer:
                     self.stats.cancelled += 1
                 raise
             finally:
+                self._busy.discard(transport)
                 self.stats.respond(entry, rec.status or _CLIENT_CLOSED)
 
         return wrapped
@@ -502,12 +513,12 @@ class SimServer:
             self.faults.update(changes)
         except (orjson.JSONDecodeError, FaultError) as exc:
             return _json({"error": str(exc)}, 400)
-        await self._apply_listening()
+        await self._apply_listening(request.transport)
         return _json(self.faults.current.to_json())
 
     async def _sim_clear_faults(self, request: web.Request) -> web.Response:
         self.faults.clear()
-        await self._apply_listening()
+        await self._apply_listening(request.transport)
         return _json(self.faults.current.to_json())
 
 
