@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from proxy.access import MetricsGuard
 from proxy.config import Config
 from proxy.errors import ProxyError, error_type_for
 from proxy.handler import ENDPOINTS, Handler, Receive, Scope, Send
@@ -130,7 +131,9 @@ def build_ops_app(gate: HybridGateApp) -> FastAPI:
         return JSONResponse(report, status_code=200 if report["ready"] else 503)
 
     @app.get("/metrics")
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        client = request.client.host if request.client else None
+        MetricsGuard(gate.runtime.config.metrics).check(dict(request.scope["headers"]), client)
         return Response(generate_latest(gate.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -279,6 +279,18 @@ class MetricsAccess(_Strict):
     token: SecretStr | None = None
     allow_networks: list[str] = []
 
+    @model_validator(mode="after")
+    def _networks_parse(self) -> MetricsAccess:
+        import ipaddress
+
+        for net in self.allow_networks:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                msg = f"allow_networks: '{net}' is not a network (e.g. 10.0.0.0/8)"
+                raise ValueError(msg) from None
+        return self
+
 
 class RequestLogConfig(_Strict):
     path: str | None = None
