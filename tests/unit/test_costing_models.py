@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -78,7 +79,7 @@ def test_serverless_pays_busy_seconds_and_cold_starts() -> None:
         ({"usd_per_gpu_hour": 1.0, "capacity_requests_per_s": 0.0}, "> 0"),
     ],
 )
-def test_pool_validation_names_the_field(kwargs: dict, pattern: str) -> None:
+def test_pool_validation_names_the_field(kwargs: dict[str, Any], pattern: str) -> None:
     with pytest.raises(ValueError, match=pattern):
         GpuPoolCost(**kwargs)
 
@@ -150,7 +151,7 @@ def test_gpus_needed_is_the_smallest_k_covering_the_peak(
     ("args", "pattern"),
     [((-1, 50), "peak_demand"), ((1, 0), "capacity"), ((1, 50, 0), "target_utilization")],
 )
-def test_gpus_needed_rejects_nonsense(args: tuple, pattern: str) -> None:
+def test_gpus_needed_rejects_nonsense(args: tuple[float, ...], pattern: str) -> None:
     with pytest.raises(ValueError, match=pattern):
         gpus_needed(*args)
 

@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import assume, given
@@ -127,7 +128,7 @@ def test_override_of_a_new_model_needs_input_and_output() -> None:
         ({"input": "cheap", "output": 1}, "expected USD"),
     ],
 )
-def test_bad_override_is_rejected_with_its_path(entry: dict, pattern: str) -> None:
+def test_bad_override_is_rejected_with_its_path(entry: dict[str, Any], pattern: str) -> None:
     with pytest.raises(ValueError, match=pattern) as info:
         PriceTable.load({"m": entry})
     assert "prices.m" in str(info.value)
