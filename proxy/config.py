@@ -489,11 +489,56 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     return parse_config(text, str(p), env)
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def warnings_for(config: Config) -> list[str]:
-    """Things that are valid but probably not what the operator wants."""
+    """Things that are valid but probably not what the operator wants (`check` prints them)."""
+    from urllib.parse import urlsplit
+
     out = []
+    exposed = not _is_loopback(config.listen.host)
     if not config.auth.keys:
-        out.append("auth.keys: none configured: the proxy is open to anyone who can reach it")
+        where = f" on {config.listen.host}, reachable from the network" if exposed else ""
+        out.append(
+            f"auth.keys: none configured: the proxy is open to anyone who can reach it{where}"
+        )
     if config.auth.admin_key is None:
         out.append("auth.admin_key: not set: /costs/report, /dashboard and /admin are disabled")
+    state = urlsplit(config.state.url)
+    if (
+        state.scheme in ("redis", "rediss")
+        and not state.password
+        and not _is_loopback(state.hostname or "")
+    ):
+        out.append(
+            f"state.url: Redis on {state.hostname} without a password: anyone on that "
+            f"network can read and change spend and budgets"
+        )
+    if exposed and not (config.metrics.token or config.metrics.allow_networks):
+        out.append(
+            "metrics: /metrics is open on a non-loopback address (spend per tenant); "
+            "set metrics.token or metrics.allow_networks"
+        )
+    for i, rule in enumerate(config.rules):
+        if rule.only != "self_hosted":
+            continue
+        aliases = [rule.route_to] if rule.route_to else list(config.models)
+        for alias in aliases:
+            spec = config.models.get(alias)
+            if spec is None:
+                continue
+            if not any(config.backends[t.backend].pool for t in spec.targets):
+                out.append(
+                    f"rules[{i}]: 'only: self_hosted' can never be met for model "
+                    f"'{alias}' (no self-hosted target): matching requests get 503"
+                )
     return out
