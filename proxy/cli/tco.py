@@ -726,7 +726,7 @@ def _scenario_label(key: str, r: ScenarioResult, a: _Assumptions) -> str:
     return f"API-only ({a.api_label})"
 
 
-def _render_assumptions(console: Console, a: _Assumptions) -> None:
+def _render_assumptions(console: Console, a: _Assumptions, sweep: bool = False) -> None:
     from rich.table import Table
 
     pr = a.profile
@@ -745,7 +745,8 @@ def _render_assumptions(console: Console, a: _Assumptions) -> None:
         if pr.load_curve is None
         else f"{len(pr.load_curve)}-interval load curve, peak/average {pr.peak_to_average:.2f}"
     )
-    table.add_row("Traffic", f"{a.requests:,} requests/month; {tokens}; {shape}")
+    volume = "volumes in the table" if sweep else f"{a.requests:,} requests/month"
+    table.add_row("Traffic", f"{volume}; {tokens}; {shape}")
     p = a.api.price
     table.add_row(
         "API",
@@ -1031,7 +1032,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     if console.width < _MIN_WIDTH:  # a pipe or a narrow terminal: never squeeze out numbers
         console = Console(width=_MIN_WIDTH)
-    _render_assumptions(console, a)
+    _render_assumptions(console, a, sweep=bool(args.sweep))
     if args.sweep:
         _render_sweep(console, a, sweep)
         if be is not None and not args.breakeven:
