@@ -22,6 +22,8 @@ from proxy.errors import ProxyError, error_type_for
 from proxy.handler import ENDPOINTS, Handler, Receive, Scope, Send
 from proxy.metering.request_log import RequestLog
 from proxy.metrics import Metrics
+from proxy.reload import Reloader
+from proxy.reload import register_routes as register_reload_routes
 from proxy.runtime import Runtime
 
 log = logging.getLogger("hybridgate")
@@ -31,8 +33,11 @@ _FAST_PATHS = {**{p: p for p in ENDPOINTS}, **{p[3:]: p for p in ENDPOINTS}}
 
 
 class HybridGateApp:
-    def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, config: Config, metrics: Metrics | None = None, config_path: str | None = None
+    ) -> None:
         self.metrics = metrics or Metrics()
+        self.reloader = Reloader(self, config_path)
         self.runtime = Runtime(config, self.metrics)
         self.metrics.add_pool_collector(lambda: self.runtime.meter.pool_snapshot())
         self.runtime.meter.add_fast_sink(self.metrics.observe)
@@ -63,8 +68,10 @@ class HybridGateApp:
                     log.exception("startup failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
+                self.reloader.install_signal_handler()
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
+                await self.reloader.close()
                 await self.runtime.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -129,6 +136,8 @@ def build_ops_app(gate: HybridGateApp) -> FastAPI:
         report = gate.runtime.readiness()
         report["status"] = "ready" if report["ready"] else "not_ready"
         return JSONResponse(report, status_code=200 if report["ready"] else 503)
+
+    register_reload_routes(app, gate)
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:

@@ -166,6 +166,7 @@ class Backend(_Strict):
     health_path: str | None = None
     metrics_url: str | None = None
     context_window: Annotated[int, Field(ge=1)] | None = None
+    breaker: Breaker | None = None  # overrides the top-level `breaker:` for this backend
 
     @model_validator(mode="after")
     def _type_has_its_fields(self) -> Backend:
@@ -259,16 +260,23 @@ class Limits(_Strict):
 class Breaker(_Strict):
     failure_threshold: Annotated[int, Field(ge=1)] = 5
     cooldown_s: Annotated[float, Field(gt=0)] = 30.0
+    failure_ratio: Annotated[float, Field(gt=0, le=1)] | None = None
+    window_s: Annotated[float, Field(gt=0)] = 60.0
+    min_requests: Annotated[int, Field(ge=1)] = 20
 
 
 class HealthChecks(_Strict):
     enabled: bool = True
     interval_s: Annotated[float, Field(gt=0)] = 10.0
     timeout_s: Annotated[float, Field(gt=0)] = 2.0
+    failure_threshold: Annotated[int, Field(ge=1)] = 2
+    success_threshold: Annotated[int, Field(ge=1)] = 1
 
 
 class EngineMetrics(_Strict):
+    enabled: bool = True
     interval_s: Annotated[float, Field(gt=0)] = 5.0
+    timeout_s: Annotated[float, Field(gt=0)] = 2.0
 
 
 class Costing(_Strict):

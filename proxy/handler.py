@@ -309,7 +309,8 @@ class _Request:
             finally:
                 attempt.duration_s = time.perf_counter() - t_attempt
                 if share is not None:
-                    ev.gpu_seconds += share.end()
+                    attempt.gpu_seconds = share.end()
+                    ev.gpu_seconds += attempt.gpu_seconds
                 rt.inflight[target.backend] -= 1
                 sem.release()
             rt.on_success(target.backend)

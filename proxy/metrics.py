@@ -216,8 +216,13 @@ class Metrics:
                 self.cost.labels(*ckey),
                 self.counterfactual.labels(*ckey),
             )
-        if ev.cost_usd:
-            cost[0].inc(ev.cost_usd)
+        if len(ev.attempts) <= 1:
+            if ev.cost_usd:
+                cost[0].inc(ev.cost_usd)
+        else:  # failed attempts on our GPUs cost their backend's time too
+            for a in ev.attempts:
+                if a.cost_usd:
+                    self.cost.labels(a.backend, a.model, ev.tenant).inc(a.cost_usd)
         if ev.counterfactual_usd:
             cost[1].inc(ev.counterfactual_usd)
 

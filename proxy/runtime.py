@@ -16,6 +16,7 @@ from costing.prices import PriceTable
 from proxy.auth import Authenticator
 from proxy.backends import Backend, build_backend
 from proxy.config import Config
+from proxy.control import ControlPlane
 from proxy.metering.meter import Meter
 from proxy.metrics import Metrics
 from proxy.pricing import load_prices
@@ -31,28 +32,39 @@ class Runtime:
         metrics: Metrics,
         prices: PriceTable | None = None,
         meter: Meter | None = None,
+        previous: Runtime | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics
         self.started_at = time.time()
         self.prices = prices if prices is not None else load_prices(config)
         self.auth = Authenticator(config)
-        self.router = Router(config)
-        self.backends: dict[str, Backend] = {
-            name: build_backend(name, b) for name, b in config.backends.items()
-        }
-        self.semaphores = {
-            name: asyncio.Semaphore(b.max_concurrency) for name, b in config.backends.items()
-        }
-        self.inflight: dict[str, int] = dict.fromkeys(config.backends, 0)
+        # A reload (previous is set) takes over unchanged backends as they are: warm
+        # connection pools, the same concurrency limit, one in-flight count across both.
+        self.backends: dict[str, Backend] = {}
+        self.semaphores: dict[str, asyncio.Semaphore] = {}
+        for name, b in config.backends.items():
+            if previous is not None and previous.config.backends.get(name) == b:
+                self.backends[name] = previous.backends[name]
+                self.semaphores[name] = previous.semaphores[name]
+            else:
+                self.backends[name] = build_backend(name, b)
+                self.semaphores[name] = asyncio.Semaphore(b.max_concurrency)
+        self.inflight: dict[str, int] = previous.inflight if previous is not None else {}
+        for name in config.backends:
+            self.inflight.setdefault(name, 0)
         self.requests_inflight = 0
         self.meter = meter if meter is not None else Meter(config, self.prices)
+        self.control = ControlPlane(
+            config, self.backends, metrics, previous.control if previous is not None else None
+        )
+        self.router = Router(
+            config, self.prices, self.control, self.inflight, self.meter.marginal_selfhosted_cost
+        )
         self._tenants = set(config.tenants) | {k.tenant for k in config.auth.keys} | {"default"}
         self._engine = {name: b.engine_kind for name, b in config.backends.items()}
         for name in config.backends:
             metrics.inflight.labels(name).set_function(lambda n=name: self.inflight[n])
-            metrics.backend_up.labels(name).set(1)
-            metrics.breaker_open.labels(name).set(0)
         for name, b in config.backends.items():
             kind = "self_hosted" if b.self_hosted else "api"
             metrics.backend_info.labels(name, kind, b.pool or "").set(1)
@@ -65,21 +77,40 @@ class Runtime:
 
     # Hooks for health and breakers: the request path reports, the control plane decides.
     def on_failure(self, backend: str, reason: str) -> None:
-        pass
+        self.control.on_failure(backend, reason)
 
-    def on_success(self, backend: str) -> None:
-        pass
+    def on_success(self, backend: str, ttft_s: float | None = None) -> None:
+        self.control.on_success(backend, ttft_s)
+
+    def admit(self, backend: str) -> bool:
+        """May an attempt go to this backend now? (Breaker and health; takes a probe slot.)"""
+        return self.control.admit(backend)
 
     def backend_state(self, backend: str) -> str:
         """up | down | unknown: what /health/ready reports."""
-        return "unknown"
+        return self.control.state(backend)
 
     async def start(self) -> None:
         for b in self.backends.values():
             await b.start()
         await self.meter.start()
+        await self.control.start()
+
+    async def retire(self, successor: Runtime) -> None:
+        """After a reload, once this runtime's requests are done: stop what it owns alone.
+
+        The meter, metrics and the backends the successor took over carry on.
+        """
+        await self.control.stop()
+        for name, b in self.backends.items():
+            if successor.backends.get(name) is not b:
+                try:
+                    await b.close()
+                except Exception:
+                    log.exception("closing backend %s", name)
 
     async def stop(self) -> None:
+        await self.control.stop()
         await self.meter.stop()
         for b in self.backends.values():
             try:
@@ -92,4 +123,9 @@ class Runtime:
         aliases = {}
         for alias, spec in self.config.models.items():
             aliases[alias] = any(backends[t.backend] != "down" for t in spec.targets)
-        return {"ready": all(aliases.values()), "backends": backends, "aliases": aliases}
+        return {
+            "ready": all(aliases.values()),
+            "backends": backends,
+            "aliases": aliases,
+            "details": self.control.details(),
+        }

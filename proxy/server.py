@@ -9,7 +9,12 @@ from proxy.config import Config, warnings_for
 log = logging.getLogger("hybridgate")
 
 
-def serve(config: Config, host: str | None = None, port: int | None = None) -> None:
+def serve(
+    config: Config,
+    host: str | None = None,
+    port: int | None = None,
+    config_path: str | None = None,
+) -> None:
     import uvicorn
 
     from proxy.app import HybridGateApp
@@ -17,7 +22,7 @@ def serve(config: Config, host: str | None = None, port: int | None = None) -> N
 
     for warning in warnings_for(config):
         log.warning("%s", warning)
-    app = HybridGateApp(config)
+    app = HybridGateApp(config, config_path=config_path)  # the file SIGHUP re-reads
     uv_config = uvicorn.Config(
         app,
         host=host or config.listen.host,

@@ -49,13 +49,22 @@ class AiohttpUpstream:
     async def read(self) -> bytes:
         try:
             return await self._resp.read()
+        except TimeoutError:
+            raise
+        except aiohttp.ClientError as exc:  # the body broke off: an OSError, as for sockets
+            raise ConnectionError(f"upstream body broke off ({type(exc).__name__})") from exc
         finally:
             self._resp.release()
 
     async def chunks(self) -> AsyncIterator[bytes]:
         content = self._resp.content
         while True:
-            data = await content.readany()
+            try:
+                data = await content.readany()
+            except TimeoutError:
+                raise
+            except aiohttp.ClientError as exc:
+                raise ConnectionError(f"upstream stream broke off ({type(exc).__name__})") from exc
             if not data:
                 return
             yield data

@@ -45,5 +45,5 @@ def run_serve(args: argparse.Namespace) -> int:
         return 2
     from proxy.server import serve
 
-    serve(config, host=args.host, port=args.port)
+    serve(config, host=args.host, port=args.port, config_path=args.config)
     return 0

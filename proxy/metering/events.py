@@ -15,6 +15,8 @@ class Attempt:
     status: int | None = None
     reason: str | None = None  # why it failed over: status code, connect_error, timeout, ...
     duration_s: float = 0.0
+    gpu_seconds: float = 0.0  # self-hosted GPU time this attempt held, failed or not
+    cost_usd: float = 0.0  # its GPU time priced, plus the API token cost if it served
 
 
 @dataclass(slots=True)
@@ -39,8 +41,8 @@ class UsageEvent:
     ttft_s: float | None = None
     duration_s: float = 0.0
     overhead_s: float = 0.0
-    gpu_seconds: float = 0.0
-    cost_usd: float = 0.0
+    gpu_seconds: float = 0.0  # all attempts' self-hosted GPU time
+    cost_usd: float = 0.0  # all attempts' cost: GPU time of failed attempts is spent too
     counterfactual_usd: float | None = None
     self_hosted: bool = False
 

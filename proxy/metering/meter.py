@@ -73,14 +73,25 @@ class Meter:
     # ------------------------------------------------------------ finishing
 
     def price(self, ev: UsageEvent) -> None:
-        """Actual and counterfactual USD of one event (DESIGN.md, "Costing")."""
+        """Actual and counterfactual USD of one event (DESIGN.md, "Costing").
+
+        Actual = every attempt's GPU-seconds × its pool's USD per GPU-second (a failed
+        attempt on our GPUs still spent them) + the serving API's token cost.
+        """
+        total = 0.0
+        for a in ev.attempts:
+            if a.gpu_seconds:
+                pool_name = self.backend_pool.get(a.backend)
+                if pool_name is not None:
+                    a.cost_usd = a.gpu_seconds * self.pricing[pool_name].usd_per_gpu_second
+                    total += a.cost_usd
+        ev.cost_usd = total
         if ev.backend is None or ev.model is None:
             return
         pool = self.backend_pool.get(ev.backend)
         if pool is not None:
             ev.self_hosted = True
             ev.pool = pool
-            ev.cost_usd = ev.gpu_seconds * self.pricing[pool].usd_per_gpu_second
             self.pools[pool].tokens_served += ev.prompt_tokens + ev.completion_tokens
             compare = self.compare_prices.get(ev.alias)
             ev.counterfactual_usd = (
@@ -91,9 +102,10 @@ class Meter:
             return
         price = self.api_prices.get((ev.backend, ev.model))
         if price is not None:
-            ev.cost_usd = api_request_cost(
-                price, ev.prompt_tokens, ev.completion_tokens, ev.cached_tokens
-            )
+            api = api_request_cost(price, ev.prompt_tokens, ev.completion_tokens, ev.cached_tokens)
+            if ev.attempts:
+                ev.attempts[-1].cost_usd += api
+            ev.cost_usd = total + api
         alias_pool = self.alias_pool.get(ev.alias)
         if alias_pool is not None:
             ev.counterfactual_usd = self.marginal_selfhosted_cost(

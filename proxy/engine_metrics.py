@@ -1,0 +1,246 @@
+"""What the self-hosted engines say about themselves, scraped in the background.
+
+Spillover needs to know whether the GPU has headroom; the engine knows better than
+the proxy (requests from other clients, KV-cache pressure). A task per self-hosted
+backend reads its Prometheus `/metrics` every `engine_metrics.interval_s` and keeps
+the latest figures; the router only ever reads a field. Never on the request path.
+
+vLLM: `vllm:num_requests_running`, `vllm:num_requests_waiting`,
+`vllm:kv_cache_usage_perc` (older releases: `vllm:gpu_cache_usage_perc`),
+`vllm:prompt_tokens_total`, `vllm:generation_tokens_total`.
+llama.cpp's server: `llamacpp:requests_processing`, `llamacpp:requests_deferred`,
+`llamacpp:kv_cache_usage_ratio` (where the build still has it),
+`llamacpp:prompt_tokens_total`, `llamacpp:tokens_predicted_total`.
+Several series of one name (data-parallel engines, several models) are summed; the
+KV-cache figure takes the fullest engine.
+
+The context window of each served model is read too (vLLM: `max_model_len` in
+`/v1/models`; llama.cpp: `n_ctx` in `/props`), so routing can skip a target whose
+window a prompt does not fit, without it being written in the config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from proxy.config import Backend as BackendConfig
+from proxy.config import EngineMetrics
+
+log = logging.getLogger("hybridgate.engine")
+
+# metric name -> (snapshot field, how several series combine)
+_VLLM = {
+    "vllm:num_requests_running": ("running", "sum"),
+    "vllm:num_requests_waiting": ("waiting", "sum"),
+    "vllm:kv_cache_usage_perc": ("kv_cache", "max"),
+    "vllm:gpu_cache_usage_perc": ("kv_cache_old", "max"),
+    "vllm:prompt_tokens_total": ("prompt_tokens_total", "sum"),
+    "vllm:generation_tokens_total": ("generation_tokens_total", "sum"),
+}
+_LLAMACPP = {
+    "llamacpp:requests_processing": ("running", "sum"),
+    "llamacpp:requests_deferred": ("waiting", "sum"),
+    "llamacpp:kv_cache_usage_ratio": ("kv_cache", "max"),
+    "llamacpp:prompt_tokens_total": ("prompt_tokens_total", "sum"),
+    "llamacpp:tokens_predicted_total": ("generation_tokens_total", "sum"),
+}
+NAMES = {"vllm": _VLLM, "llamacpp": _LLAMACPP}
+
+
+@dataclass(slots=True)
+class EngineSnapshot:
+    """The latest figures of one engine; None where the engine did not say."""
+
+    running: float | None = None
+    waiting: float | None = None
+    kv_cache: float | None = None  # fraction of the KV cache in use, 0..1
+    prompt_tokens_total: float | None = None  # the engine's own counters (monotonic)
+    generation_tokens_total: float | None = None
+    at: float = 0.0  # time.monotonic() of the scrape
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        return {
+            "running": self.running,
+            "waiting": self.waiting,
+            "kv_cache_usage": self.kv_cache,
+            "prompt_tokens_total": self.prompt_tokens_total,
+            "generation_tokens_total": self.generation_tokens_total,
+            "age_s": round(now - self.at, 3),
+        }
+
+
+def parse_engine_metrics(text: str, engine: str) -> EngineSnapshot:
+    """The figures of interest from a Prometheus text exposition (other lines skipped)."""
+    wanted = NAMES[engine]
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line[0] == "#":
+            continue
+        brace = line.find("{")
+        space = line.find(" ")
+        end = brace if 0 <= brace < space or (brace >= 0 and space < 0) else space
+        if end <= 0:
+            continue
+        spec = wanted.get(line[:end])
+        if spec is None:
+            continue
+        rest = line[line.rfind("}") + 1 :] if brace >= 0 else line[end:]
+        parts = rest.split()
+        if not parts:
+            continue
+        try:
+            value = float(parts[0])
+        except ValueError:
+            continue
+        field, how = spec
+        if field in values:
+            values[field] = values[field] + value if how == "sum" else max(values[field], value)
+        else:
+            values[field] = value
+    old = values.pop("kv_cache_old", None)
+    if "kv_cache" not in values and old is not None:
+        values["kv_cache"] = old
+    return EngineSnapshot(**values)
+
+
+def context_windows(engine: str, body: bytes) -> dict[str, int]:
+    """model -> context window (tokens) from vLLM's /v1/models or llama.cpp's /props.
+
+    llama.cpp serves one model per server; its window is keyed "*" (any model name).
+    """
+    data = orjson.loads(body)
+    out: dict[str, int] = {}
+    if engine == "vllm":
+        for m in data.get("data") or []:
+            if isinstance(m, dict) and isinstance(m.get("id"), str):
+                n = m.get("max_model_len")
+                if isinstance(n, int) and n > 0:
+                    out[m["id"]] = n
+    else:
+        settings = data.get("default_generation_settings") or {}
+        n = settings.get("n_ctx") or data.get("n_ctx")
+        if isinstance(n, int) and n > 0:
+            out["*"] = n
+    return out
+
+
+class EngineMetricsReader:
+    def __init__(
+        self,
+        cfg: EngineMetrics,
+        backends: dict[str, Any],
+        configs: dict[str, BackendConfig],
+        previous: EngineMetricsReader | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self._backends = backends
+        self.targets: dict[str, tuple[str, str]] = {}  # backend -> (engine, metrics url)
+        for name, bcfg in configs.items():
+            engine = bcfg.engine_kind
+            b = backends[name]
+            if not (cfg.enabled and bcfg.self_hosted and engine in NAMES and hasattr(b, "get")):
+                continue
+            self.targets[name] = (engine, bcfg.metrics_url or b.root_url + "/metrics")
+        self.snapshots: dict[str, EngineSnapshot] = {}
+        self.windows: dict[str, dict[str, int]] = {}
+        if previous is not None:
+            for name, target in self.targets.items():
+                if previous.targets.get(name) == target:
+                    if name in previous.snapshots:
+                        self.snapshots[name] = previous.snapshots[name]
+                    if name in previous.windows:
+                        self.windows[name] = previous.windows[name]
+        self.errors: dict[str, str] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ------------------------------------------------------------ reading (router)
+
+    def fresh(self, backend: str) -> EngineSnapshot | None:
+        """The latest figures if recent enough to route on (3 intervals), else None."""
+        snap = self.snapshots.get(backend)
+        if snap is None or time.monotonic() - snap.at > 3 * self.cfg.interval_s:
+            return None
+        return snap
+
+    def context_window(self, backend: str, model: str) -> int | None:
+        w = self.windows.get(backend)
+        if not w:
+            return None
+        return w.get(model) or w.get("*")
+
+    def token_totals(self) -> dict[str, tuple[float | None, float | None]]:
+        """backend -> (prompt, generation) tokens as the engine itself counts them."""
+        return {
+            name: (s.prompt_tokens_total, s.generation_tokens_total)
+            for name, s in self.snapshots.items()
+        }
+
+    def details(self, backend: str) -> dict[str, Any] | None:
+        if backend not in self.targets:
+            return None
+        snap = self.snapshots.get(backend)
+        out: dict[str, Any] = snap.to_json(time.monotonic()) if snap else {}
+        if backend in self.errors:
+            out["error"] = self.errors[backend]
+        if backend in self.windows:
+            out["context_windows"] = self.windows[backend]
+        return out
+
+    # ------------------------------------------------------------ scraping
+
+    async def start(self) -> None:
+        for name in self.targets:
+            self._tasks.append(asyncio.create_task(self._loop(name), name=f"engine:{name}"))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks.clear()
+
+    async def _loop(self, name: str) -> None:
+        while True:
+            try:
+                await self.scrape(name)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("engine metrics of %s: unexpected failure", name)
+            await asyncio.sleep(self.cfg.interval_s)
+
+    async def scrape(self, name: str) -> bool:
+        """Read the engine's metrics (and its context windows until known) once."""
+        engine, url = self.targets[name]
+        backend = self._backends[name]
+        try:
+            status, body = await backend.get(url, self.cfg.timeout_s)
+            if status != 200:
+                raise ValueError(f"HTTP {status}")
+            snap = parse_engine_metrics(body.decode("utf-8", "replace"), engine)
+        except Exception as exc:
+            self.errors[name] = str(exc) or type(exc).__name__
+            return False
+        snap.at = time.monotonic()
+        self.snapshots[name] = snap
+        self.errors.pop(name, None)
+        if name not in self.windows:
+            await self._read_windows(name, engine, backend)
+        return True
+
+    async def _read_windows(self, name: str, engine: str, backend: Any) -> None:
+        path = backend.base_url + "/models" if engine == "vllm" else backend.root_url + "/props"
+        with contextlib.suppress(Exception):
+            status, body = await backend.get(path, self.cfg.timeout_s)
+            if status == 200:
+                windows = context_windows(engine, body)
+                if windows:
+                    self.windows[name] = windows
