@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import random
 import secrets
 import struct
 import time
@@ -20,15 +21,17 @@ import orjson
 
 from simulator.tokens import filler_text, filler_token
 
-_ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+# Ids need to be unique, not secret: a seeded-from-urandom PRNG is ~30x cheaper per id.
+_rng = random.Random(secrets.randbits(64))
 
 
 def random_hex() -> str:
-    return secrets.token_hex(16)
+    return f"{_rng.getrandbits(128):032x}"
 
 
 def random_alnum(n: int) -> str:
-    return "".join(secrets.choice(_ALNUM) for _ in range(n))
+    """n lowercase hex characters: alphanumeric, like OpenAI's ids, at a fraction of the cost."""
+    return f"{_rng.getrandbits(4 * n):0{n}x}"
 
 
 @dataclass

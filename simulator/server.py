@@ -356,7 +356,7 @@ class SimServer:
         rec.model = job.model
         rec.stream = job.stream
         cached = 0
-        if job.kind == "chat":
+        if job.kind == "chat" and self.vllm:  # vLLM's automatic prefix caching
             cached = self.prefix_cache.lookup_and_insert(job.messages, job.prompt_tokens)
         reply = Reply(
             kind=job.kind,

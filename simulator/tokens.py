@@ -14,6 +14,7 @@ Rules (the contract tests rely on):
 from __future__ import annotations
 
 from collections import OrderedDict
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -69,6 +70,7 @@ def filler_token(i: int) -> str:
     return word if i == 0 else " " + word
 
 
+@lru_cache(maxsize=1024)
 def filler_text(n: int) -> str:
     return "".join(filler_token(i) for i in range(n))
 

@@ -69,8 +69,11 @@ async def test_batch_limit_queues_fifo_and_latency_grows():
         assert peak_waiting >= 3
         starts = [s.started for s in seqs]
         assert starts == sorted(starts)  # FIFO admission
+        # A pair starts only when the pair before it has finished: the later ones wait.
+        for earlier, later in ((0, 2), (1, 3), (2, 4), (3, 5)):
+            assert seqs[later].started >= seqs[earlier].finished
         e2e = [s.finished - s.arrived for s in seqs]
-        assert e2e[-1] > 2 * e2e[0]  # the last pair waited for two pairs before it
+        assert e2e[5] > e2e[3] > e2e[1]
     finally:
         await eng.stop()
 
