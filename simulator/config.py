@@ -148,6 +148,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     f.add_argument("--cut-stream-after", type=int, default=None)
     f.add_argument("--health-503", action="store_true")
     f.add_argument("--refuse-connections", action="store_true")
+    f.add_argument(
+        "--refuse-for-s",
+        type=float,
+        default=None,
+        help="with --refuse-connections: start listening after this long",
+    )
 
 
 _FAULT_FLAGS = {
@@ -161,6 +167,7 @@ _FAULT_FLAGS = {
     "fault_shape": "error_shape",
     "slow_first_token_s": "slow_first_token_s",
     "cut_stream_after": "cut_stream_after",
+    "refuse_for_s": "refuse_for_s",
 }
 
 

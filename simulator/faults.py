@@ -16,6 +16,9 @@ The JSON of `POST /sim/faults` merges into the current faults (null removes a ke
     health_503          bool   GET /health answers 503
     refuse_connections  bool   stop listening on the main port
     refuse_for_s        float  with refuse_connections: listen again after this long
+
+Times here are wall seconds, not divided by --speed. Error faults apply to inference
+requests (POST /v1/...) only, before the body is read; they still appear in /sim/stats.
 """
 
 from __future__ import annotations

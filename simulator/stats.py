@@ -2,7 +2,19 @@
 
 Counters are totals since the last reset; the per-request list and the request log
 keep the most recent `max_records` entries. Timestamps are Unix seconds, so a test
-can compare them with its own `time.time()`.
+can compare them with its own `time.time()`. Shape (`?detail=0` omits the two lists):
+
+    mode, since, now, requests_total, requests_by_endpoint {path: n},
+    responses_by_status {"200": n}, cancelled, cut, busy_seconds, gpu_seconds_total,
+    prompt_tokens_total, completion_tokens_total, running, waiting,
+    requests: [{id, endpoint, model, stream, status, fault, prompt_tokens, cached_tokens,
+                completion_tokens, gpu_seconds, cancelled, cut, arrived, started,
+                first_token, finished}],
+    request_log: [{t, method, path, status}]
+
+`requests_total` and the log count every request except /sim/*; `requests` lists
+inference requests only (POST /v1/...), faulted and rejected ones included. A status
+of 499 means the client left before any status was sent.
 """
 
 from __future__ import annotations

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
+from simulator.config import add_arguments, from_args
 from simulator.faults import FaultError, FaultState
 
 
@@ -54,3 +57,23 @@ def test_bad_faults_are_rejected_with_the_reason(bad, words):
     with pytest.raises(FaultError, match=words):
         state.update(bad)
     assert state.current.status is None
+
+
+def test_fault_flags_at_start_use_the_same_keys_as_post_sim_faults():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    cfg = from_args(
+        parser.parse_args(
+            ["--fault-status", "429", "--fault-count", "3", "--fault-code", "529",
+             "--fault-type", "insufficient_quota", "--cut-stream-after", "2", "--health-503",
+             "--model", "a", "--model", "b"]
+        )
+    )  # fmt: skip
+    assert cfg.faults == {
+        "status": 429, "count": 3, "error_code": 529, "error_type": "insufficient_quota",
+        "cut_stream_after": 2, "health_503": True,
+    }  # fmt: skip
+    assert cfg.served_models == ["a", "b"]
+    state = FaultState()
+    state.update(cfg.faults)  # accepted as-is
+    assert state.current.count == 3
