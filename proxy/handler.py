@@ -28,7 +28,7 @@ from proxy.failover import failover_reason
 from proxy.metering.events import Attempt, UsageEvent
 from proxy.metering.gpu import GpuShare
 from proxy.metering.tokens import cheap_prompt_estimate, estimate_prompt_tokens
-from proxy.router import PlannedTarget, RouteRequest
+from proxy.router import Plan, PlannedTarget, RouteRequest
 from proxy.sse import UsageTap
 
 log = logging.getLogger("hybridgate.request")
@@ -50,6 +50,7 @@ _UPSTREAM_PATH = {
 _REQUIRED_FIELD = {"chat": "messages", "completions": "prompt", "embeddings": "input"}
 _JSON = (b"content-type", b"application/json")
 _BACKEND = b"x-hybridgate-backend"
+_ATTEMPTS = b"x-hybridgate-attempts"  # 2 or more: the request failed over
 _SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -257,11 +258,12 @@ class _Request:
             est_prompt_tokens=cheap_prompt_estimate(len(body)),
         )
         plan = rt.router.plan(route)
+        ev.alias = plan.alias  # a rule's route_to may have chosen another alias
         client_so = data.get("stream_options") or {}
         self.want_usage = bool(client_so.get("include_usage"))
         self.want_continuous = bool(client_so.get("continuous_usage_stats"))
         loop = asyncio.get_running_loop()
-        self.deadline = loop.time() + (alias.timeout_s or rt.config.limits.request_timeout_s)
+        self.deadline = loop.time() + (plan.spec.timeout_s or rt.config.limits.request_timeout_s)
         watcher = _DisconnectWatcher(receive)
         try:
             await self.attempts(plan)
@@ -277,7 +279,7 @@ class _Request:
         finally:
             watcher.stop()
 
-    async def attempts(self, plan: list[PlannedTarget]) -> None:
+    async def attempts(self, plan: Plan) -> None:
         rt, ev = self.rt, self.ev
         data = self.data
         assert data is not None
@@ -285,6 +287,8 @@ class _Request:
         path = _UPSTREAM_PATH[ev.endpoint]
         n = len(plan)
         for i, target in enumerate(plan):
+            if not rt.admit(target.backend):
+                continue  # its breaker opened, or its half-open probe is out, since planning
             backend = rt.backends[target.backend]
             body = _upstream_body(
                 data, target.model, self.stream, rt.engine_kind(target.backend) == "vllm"
@@ -302,6 +306,8 @@ class _Request:
             except _Failover as fo:
                 last_error = fo.error
                 attempt.reason = fo.reason
+                if fo.reason == "context_length" and not plan.larger_window_after(i):
+                    break  # no later target has a larger window: the 400 is the answer
                 nxt = plan[i + 1].backend if i + 1 < n else "none"
                 rt.metrics.failover(ev.alias, target.backend, nxt, fo.reason)
                 rt.on_failure(target.backend, fo.reason)
@@ -313,7 +319,9 @@ class _Request:
                     ev.gpu_seconds += attempt.gpu_seconds
                 rt.inflight[target.backend] -= 1
                 sem.release()
-            rt.on_success(target.backend)
+            if attempt.reason is None:  # the backend answered, and not with a failure
+                ttft = None if ev.ttft_s is None else self.t0 + ev.ttft_s - t_attempt
+                rt.on_success(target.backend, ttft)
             return
         if last_error is None:
             last_error = ProxyError(
@@ -395,7 +403,7 @@ class _Request:
                 self.send,
                 upstream.status,
                 self._error_body,
-                [(_BACKEND, name.encode()), *upstream.headers],
+                [(_BACKEND, name.encode()), self._attempts_header(), *upstream.headers],
             )
             return
         ev.ttft_s = t_first - self.t0
@@ -409,7 +417,15 @@ class _Request:
         _usage_from_body(raw, ev)
         if ev.prompt_tokens == 0 and ev.completion_tokens == 0:
             _estimate_usage(ev, self.data, None, raw)
-        await _send_raw(self.send, 200, raw, [(_BACKEND, name.encode()), *upstream.headers])
+        await _send_raw(
+            self.send,
+            200,
+            raw,
+            [(_BACKEND, name.encode()), self._attempts_header(), *upstream.headers],
+        )
+
+    def _attempts_header(self) -> tuple[bytes, bytes]:
+        return (_ATTEMPTS, str(len(self.ev.attempts)).encode())
 
     def _upstream_error(
         self, upstream: UpstreamResponse, raw: bytes, target: PlannedTarget, last: bool
@@ -432,6 +448,7 @@ class _Request:
         if reason is not None and not last:
             raise _Failover(reason, _UpstreamError(status, err_body, upstream.headers))
         if reason is not None:
+            self.ev.attempts[-1].reason = reason
             self.rt.on_failure(target.backend, reason)
         self._error_body = err_body
 
@@ -473,6 +490,7 @@ class _Request:
                 "headers": [
                     *_SSE_HEADERS,
                     (_BACKEND, target.backend.encode()),
+                    self._attempts_header(),
                     *(h for h in upstream.headers if h[0] != b"content-type"),
                 ],
             }
@@ -503,6 +521,7 @@ class _Request:
             )
             err = b"data: " + error_body(msg, "server_error", None, "stream_interrupted") + b"\n\n"
             await send({"type": "http.response.body", "body": err, "more_body": True})
+            ev.attempts[-1].reason = "cut"
             self.rt.on_failure(target.backend, "cut")
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
