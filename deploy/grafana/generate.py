@@ -205,6 +205,10 @@ def dashboard_json(d: Dashboard) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ the dashboards
+def stat(title: str, query: Q, unit: str = USD, **kw: Any) -> Panel:
+    """A headline number: one query, a quarter of a row."""
+    return Panel(title, [query], unit, "stat", width=6, height=5, **kw)
+
 
 BT = 'backend=~"$backend", tenant=~"$tenant"'
 COST_RATE = "backend_tenant:hybridgate_cost_usd_per_hour:rate5m"
@@ -238,49 +242,31 @@ COST = Dashboard(
         ("pool", "GPU pool", "label_values(hybridgate_gpu_provisioned_seconds_total, pool)"),
     ],
     panels=[
-        Panel(
+        stat(
             "Spend now (USD per hour)",
-            [Q("hybridgate:spend_usd_per_hour:rate5m", "spend")],
-            USD,
-            "stat",
-            width=6,
-            height=5,
+            Q("hybridgate:spend_usd_per_hour:rate5m", "spend"),
             description="API tokens + busy GPU-seconds + idle GPUs and engineering, last 5 min.",
         ),
-        Panel(
+        stat(
             "API only would cost (USD per hour)",
-            [Q("hybridgate:api_only_spend_usd_per_hour:rate5m", "API only")],
-            USD,
-            "stat",
-            width=6,
-            height=5,
+            Q("hybridgate:api_only_spend_usd_per_hour:rate5m", "API only"),
             description="The same traffic, every request priced at its alias's API model.",
         ),
-        Panel(
+        stat(
             "Savings against API only (USD per hour)",
-            [Q("hybridgate:savings_vs_api_usd_per_hour:rate5m", "savings")],
-            USD,
-            "stat",
-            width=6,
-            height=5,
+            Q("hybridgate:savings_vs_api_usd_per_hour:rate5m", "savings"),
             description="Negative: the GPUs cost more than the API would for today's traffic.",
             thresholds=[(None, "red"), (0, "green")],
         ),
-        Panel(
+        stat(
             "Spent in the time range (USD)",
-            [
-                Q(
-                    "(sum(increase(hybridgate_cost_usd_total[$__range])) or vector(0))"
-                    " + (sum(max by (pool) (increase("
-                    "hybridgate_selfhosted_fixed_cost_usd_total[$__range]))) or vector(0))",
-                    "spent",
-                    instant=True,
-                )
-            ],
-            USD,
-            "stat",
-            width=6,
-            height=5,
+            Q(
+                "(sum(increase(hybridgate_cost_usd_total[$__range])) or vector(0))"
+                " + (sum(max by (pool) (increase("
+                "hybridgate_selfhosted_fixed_cost_usd_total[$__range]))) or vector(0))",
+                "spent",
+                instant=True,
+            ),
         ),
         Panel(
             "Spend by backend (USD per hour)",
