@@ -21,7 +21,8 @@ COPY simulator ./simulator
 # --build-arg HYBRIDGATE_EXTRAS= for a smaller image without it.
 ARG HYBRIDGATE_EXTRAS=litellm
 RUN pip install ".[${HYBRIDGATE_EXTRAS}]" \
- && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin hybridgate
+ && groupadd --system --gid 10001 hybridgate \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin hybridgate
 
 COPY deploy/hybridgate.yaml /etc/hybridgate/hybridgate.yaml
 

@@ -25,6 +25,8 @@ from proxy.metrics import Metrics
 from proxy.reload import Reloader
 from proxy.reload import register_routes as register_reload_routes
 from proxy.runtime import Runtime
+from proxy.state import build_state
+from proxy.state.metrics import StateCollector
 
 log = logging.getLogger("hybridgate")
 
@@ -38,7 +40,9 @@ class HybridGateApp:
     ) -> None:
         self.metrics = metrics or Metrics()
         self.reloader = Reloader(self, config_path)
-        self.runtime = Runtime(config, self.metrics)
+        self.state = build_state(config)  # outlives runtimes, like metrics
+        self.metrics.registry.register(StateCollector(self.state))
+        self.runtime = Runtime(config, self.metrics, state=self.state)
         self.metrics.add_pool_collector(lambda: self.runtime.meter.pool_snapshot())
         self.runtime.meter.add_fast_sink(self.metrics.observe)
         if config.request_log.path:
@@ -64,6 +68,7 @@ class HybridGateApp:
             if msg["type"] == "lifespan.startup":
                 try:
                     await self.runtime.start()
+                    await self.state.start()
                 except Exception as exc:
                     log.exception("startup failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
@@ -73,6 +78,7 @@ class HybridGateApp:
             elif msg["type"] == "lifespan.shutdown":
                 await self.reloader.close()
                 await self.runtime.stop()
+                await self.state.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -135,6 +141,8 @@ def build_ops_app(gate: HybridGateApp) -> FastAPI:
     async def ready() -> JSONResponse:
         report = gate.runtime.readiness()
         report["status"] = "ready" if report["ready"] else "not_ready"
+        if report["ready"] and gate.state.degraded:
+            report["status"] = "degraded"  # serving on local state; see report["state"]
         return JSONResponse(report, status_code=200 if report["ready"] else 503)
 
     register_reload_routes(app, gate)

@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 # ---------------------------------------------------------------- env expansion
 
@@ -94,6 +102,17 @@ class State(_Strict):
     url: str = "memory://"
     flush_interval_s: Annotated[float, Field(gt=0)] = 0.25
     refresh_interval_s: Annotated[float, Field(gt=0)] = 1.0
+    timeout_s: Annotated[float, Field(gt=0)] = 1.0  # per round trip to the state backend
+    prefix: Annotated[str, Field(min_length=1)] = "hybridgate"  # key prefix in Redis
+    # Length of the rpm/tpm window; the limits are per window. Change only for tests.
+    rate_window_s: Annotated[float, Field(gt=0)] = 60.0
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if not re.match(r"^(memory|redis|rediss|unix)://", url):
+            raise ValueError("must be memory:// or redis://host:port/db (also rediss://, unix://)")
+        return url
 
 
 class ApiKey(_Strict):

@@ -249,6 +249,8 @@ class _Request:
                 code="model_not_found",
             )
         ev.alias = alias_name
+        # Budgets and rate limits (local state, O(1)): 429, or self-hosted targets only.
+        only = "self_hosted" if rt.state.admit(ev.tenant, ev.key_name, alias_name) else None
         self.stream = ev.stream = bool(data.get("stream")) and ev.endpoint != "embeddings"
         route = RouteRequest(
             alias=alias_name,
@@ -256,6 +258,7 @@ class _Request:
             headers=headers,
             body=data,
             est_prompt_tokens=cheap_prompt_estimate(len(body)),
+            only=only,
         )
         plan = rt.router.plan(route)
         ev.alias = plan.alias  # a rule's route_to may have chosen another alias

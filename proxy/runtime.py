@@ -21,6 +21,7 @@ from proxy.metering.meter import Meter
 from proxy.metrics import Metrics
 from proxy.pricing import load_prices
 from proxy.router import Router
+from proxy.state import StateStore, build_state
 
 log = logging.getLogger("hybridgate")
 
@@ -33,6 +34,7 @@ class Runtime:
         prices: PriceTable | None = None,
         meter: Meter | None = None,
         previous: Runtime | None = None,
+        state: StateStore | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics
@@ -55,6 +57,15 @@ class Runtime:
             self.inflight.setdefault(name, 0)
         self.requests_inflight = 0
         self.meter = meter if meter is not None else Meter(config, self.prices)
+        # Budgets, rate limits and durable spend: the app passes a store that outlives
+        # runtimes (reload reconfigures it); a meter gets the store's sink when created.
+        if state is None and previous is not None:
+            state = previous.state
+        self._owns_state = state is None if previous is None else previous._owns_state
+        self.state = state if state is not None else build_state(config)
+        self.state.configure(config)
+        if meter is None:
+            self.meter.add_slow_sink(self.state.record)
         self.control = ControlPlane(
             config, self.backends, metrics, previous.control if previous is not None else None
         )
@@ -95,6 +106,8 @@ class Runtime:
             await b.start()
         await self.meter.start()
         await self.control.start()
+        if self._owns_state:
+            await self.state.start()
 
     async def retire(self, successor: Runtime) -> None:
         """After a reload, once this runtime's requests are done: stop what it owns alone.
@@ -112,6 +125,8 @@ class Runtime:
     async def stop(self) -> None:
         await self.control.stop()
         await self.meter.stop()
+        if self._owns_state:
+            await self.state.stop()
         for b in self.backends.values():
             try:
                 await b.close()
@@ -128,4 +143,5 @@ class Runtime:
             "backends": backends,
             "aliases": aliases,
             "details": self.control.details(),
+            "state": self.state.health(),
         }
