@@ -20,6 +20,8 @@ from proxy.access import MetricsGuard
 from proxy.config import Config
 from proxy.errors import ProxyError, error_type_for
 from proxy.handler import ENDPOINTS, Handler, Receive, Scope, Send
+from proxy.live import LiveCosts
+from proxy.live import register_routes as register_live_routes
 from proxy.metering.request_log import RequestLog
 from proxy.metrics import Metrics
 from proxy.reload import Reloader
@@ -43,8 +45,10 @@ class HybridGateApp:
         self.state = build_state(config)  # outlives runtimes, like metrics
         self.metrics.registry.register(StateCollector(self.state))
         self.runtime = Runtime(config, self.metrics, state=self.state)
-        self.metrics.add_pool_collector(lambda: self.runtime.meter.pool_snapshot())
+        self.live = LiveCosts(self)  # the windowed cost model outlives reloads, like metrics
+        self.metrics.add_pool_collector(lambda: self.live.pool_rows())
         self.runtime.meter.add_fast_sink(self.metrics.observe)
+        self.runtime.meter.add_fast_sink(self.live.window.observe)
         if config.request_log.path:
             self.runtime.meter.add_slow_sink(RequestLog(config.request_log.path))
         self.handler = Handler(lambda: self.runtime)
@@ -74,9 +78,11 @@ class HybridGateApp:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 self.reloader.install_signal_handler()
+                self.live.start()
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
                 await self.reloader.close()
+                await self.live.stop()
                 await self.runtime.stop()
                 await self.state.stop()
                 await send({"type": "lifespan.shutdown.complete"})
@@ -146,6 +152,7 @@ def build_ops_app(gate: HybridGateApp) -> FastAPI:
         return JSONResponse(report, status_code=200 if report["ready"] else 503)
 
     register_reload_routes(app, gate)
+    register_live_routes(app, gate)
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:

@@ -53,7 +53,8 @@ class PoolCollector(Collector):
         )
         util = GaugeMetricFamily(
             "hybridgate_gpu_utilization_ratio",
-            "Busy / provisioned GPU-seconds of the pool over the utilization window.",
+            "Busy / provisioned GPU-seconds of the pool over the trailing 5 minutes "
+            "(since start until the first sample).",
             labels=["pool"],
         )
         for row in self._snapshot():
@@ -152,19 +153,22 @@ class Metrics:
         )
         self.tco = Gauge(
             "hybridgate_tco_monthly_usd",
-            "Monthly TCO per scenario from the live traffic "
-            "window (api_only | selfhosted_only | hybrid_current | hybrid_optimal).",
+            "Monthly TCO per scenario from the live traffic of the last 24 h (or since "
+            "start), refreshed every 5 s "
+            "(api_only | selfhosted_only | hybrid_current | hybrid_optimal).",
             ["scenario"],
             registry=r,
         )
         self.breakeven = Gauge(
             "hybridgate_breakeven_requests_per_month",
-            "Monthly requests where self-hosted only stops costing more than API only.",
+            "Monthly requests where self-hosted only stops costing more than API only "
+            "(same token mix and load shape as the last 24 h; +Inf: never).",
             registry=r,
         )
         self.projected = Gauge(
             "hybridgate_projected_requests_per_month",
-            "The live window's traffic projected to a month.",
+            "Requests of the last 24 h (or since start) that the breakeven compares (the "
+            "primary pool's aliases), projected: requests x seconds per month / window seconds.",
             registry=r,
         )
         self._req_children: dict[tuple[str, str, str], Any] = {}
