@@ -33,17 +33,18 @@ def wait_http(
     """Poll `url` until it answers one of `expect`; fail early if `proc` died."""
     deadline = time.monotonic() + timeout
     last: object = None
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before {url} was ready")
-        try:
-            r = httpx.get(url, timeout=1.0)
-            if r.status_code in expect:
-                return
-            last = r.status_code
-        except httpx.HTTPError as exc:
-            last = exc
-        time.sleep(0.05)
+    with httpx.Client(timeout=1.0) as client:  # one client: a new one per poll costs ~0.1 s
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"process exited with {proc.returncode} before {url} was ready")
+            try:
+                r = client.get(url)
+                if r.status_code in expect:
+                    return
+                last = r.status_code
+            except httpx.HTTPError as exc:
+                last = exc
+            time.sleep(0.05)
     raise TimeoutError(f"{url} not ready after {timeout}s (last: {last!r})")
 
 
@@ -102,7 +103,9 @@ class ManagedProcess:
         self._log.close()
 
     def log_text(self) -> str:
-        self._log.flush()
+        """Everything the process wrote so far (also after stop())."""
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
 
