@@ -140,6 +140,8 @@ def test_shipped_config_passes_check_with_the_env_compose_gives_the_proxy(
     done = hybridgate_check(env)
     assert done.returncode == 0, done.stderr
     assert "OK (2 backends, 2 model aliases, 1 GPU pools)" in done.stdout
+    # Nothing the check warns about (open /metrics, Redis without a password, ...).
+    assert "warning" not in done.stderr, done.stderr
 
 
 def test_shipped_config_fails_check_without_a_key_it_needs() -> None:
