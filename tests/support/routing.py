@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,7 +101,7 @@ def ask(
         payload["stream"] = True
     hdrs = {"Authorization": f"Bearer {KEY}", **(headers or {})}
     url = f"{base_url}/chat/completions"
-    with httpx.stream("POST", url, json=payload, headers=hdrs, timeout=timeout) as r:
+    with _client().stream("POST", url, json=payload, headers=hdrs, timeout=timeout) as r:
         raw = r.read()
     backend = r.headers.get("x-hybridgate-backend")
     attempts = int(r.headers.get("x-hybridgate-attempts", "0"))
@@ -115,6 +116,12 @@ def ask(
         (c.get("delta") or {}).get("content") or "" for e in events for c in e.get("choices", [])
     )
     return Answer(200, backend, attempts, text, events, done, retry_after)
+
+
+@functools.cache
+def _client() -> httpx.Client:
+    """One pooled client: a fresh httpx.Client per call costs more than the request."""
+    return httpx.Client()
 
 
 def parse_sse(raw: bytes) -> tuple[list[dict[str, Any]], bool]:
