@@ -4,9 +4,10 @@ Starts the simulator in API mode with zero latency (the upstream), a throwaway
 redis-server, and two `hybridgate serve` processes that differ only in `state.url`
 (memory:// and redis://). The key has an rpm limit and its tenant a budget, so every
 request goes through the budget and rate checks and every event through the state sink.
-Requests are sent one at a time, in interleaved rounds (direct, memory, redis, ...), so
-drift on a shared machine hits all three alike. Prints, per target, the median latency,
-the median added over the direct call, and the ratio redis/memory of the added latency.
+Requests are sent one at a time, in interleaved rounds (direct, memory, redis, then the
+reverse order, ...), so drift on a shared machine hits all three alike. Prints, per
+target, the median latency, the median added over the direct call, and the ratio
+redis/memory of the added latency.
 
     python bench/bench_state.py [--requests 1500] [--rounds 15]
 """
@@ -64,9 +65,11 @@ async def measure(urls: dict[str, str], requests: int, rounds: int) -> dict[str,
     async with aiohttp.ClientSession(connector=conn) as session:
         for url in urls.values():  # warm up: connections, caches, first sync
             await one_round(session, url, 100, [])
+        order = list(urls.items())
         for _ in range(rounds):
-            for name, url in urls.items():
+            for name, url in order:
                 await one_round(session, url, per_round, samples[name])
+            order.reverse()  # no target always goes first
     return samples
 
 
