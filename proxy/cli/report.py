@@ -88,7 +88,7 @@ def _usd(v: float | None) -> str:
 
 
 def _count(v: float | None) -> str:
-    from proxy.live.report import human_count
+    from proxy.live.compare import human_count
 
     return "–" if v is None else human_count(v)
 

@@ -16,7 +16,8 @@ import math
 from collections.abc import Iterator
 from typing import Any, Final
 
-from proxy.live.report import SCENARIOS, Context, build_report
+from proxy.live.compare import SCENARIOS, Context
+from proxy.live.report import build_report
 from proxy.live.window import Window
 
 log = logging.getLogger("hybridgate.live")

@@ -273,3 +273,20 @@ def test_report_command(live: tuple[ProxyHandle, Traffic]) -> None:
     assert "wrong" not in refused.stderr
     missing = _cli("--url", proxy.url)
     assert missing.returncode == 2 and "admin key" in missing.stderr
+
+
+def test_window_outlives_a_config_reload(tmp_path: Path) -> None:
+    with proxy_with_traffic(tmp_path, on_gpu=4, failed_over=1, frontier=1) as (proxy, traffic):
+        before = get_report(proxy, "all")
+        r = httpx.post(
+            f"{proxy.url}/admin/reload", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30
+        )
+        assert r.status_code == 200 and r.json()["status"] == "reloaded", r.text
+        client = openai.OpenAI(base_url=proxy.base_url, api_key=KEY, max_retries=0)
+        traffic.send(client, "chat", 2, 8)
+        after = get_report(proxy, "all")
+    assert before["traffic"]["by_alias"]["chat"]["requests"] == 5
+    assert after["traffic"]["by_alias"]["chat"]["requests"] == 7
+    chat = traffic.select("chat")
+    assert after["comparisons"][0]["traffic"]["prompt_tokens"] == sum(p for p, _ in chat)
+    assert after["inputs"]["uptime_seconds"] > before["inputs"]["uptime_seconds"]

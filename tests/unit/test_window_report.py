@@ -15,7 +15,8 @@ from fractions import Fraction as Q
 
 from costing.prices import ModelPrice, PriceTable
 from proxy.config import parse_config
-from proxy.live.report import Context, build_report, regroup
+from proxy.live.compare import Context, regroup
+from proxy.live.report import build_report
 from proxy.live.window import Window
 from proxy.metering.events import UsageEvent
 from proxy.pricing import pool_pricing
@@ -212,3 +213,47 @@ def test_one_hour_window_uses_minute_intervals() -> None:
 def test_regroup_aligns_to_absolute_intervals() -> None:
     assert regroup([1, 2, 3, 4], t0=120.0, width=60, interval=180) == [1, 9]
     assert regroup([1, 2], t0=0.0, width=60, interval=60) == [1, 2]
+
+
+def test_capacity_is_measured_when_the_pool_saturates() -> None:
+    """A minute with the pool busy 95% of it and its spillover limit (4) in flight: the
+    report plans with the tokens per busy GPU-second measured in that minute."""
+    config = parse_config(
+        CONFIG.replace(
+            "strategy: spillover", "strategy: spillover\n    spillover: {max_inflight: 4}"
+        )
+    )
+    prices = PriceTable({"api-model": ModelPrice.per_million(100, 400),
+                         "big-model": ModelPrice.per_million(1, 1)})  # fmt: skip
+    clock = Clock(T0)
+    w = Window(clock, pool_inflight=lambda pool: 3)  # 3 left in flight: 4 at the peak
+    for i in range(120):  # minute 0: 120 requests of 150 tokens on the GPU
+        clock.t = T0 + i * 0.5
+        w.observe(
+            UsageEvent(
+                str(i),
+                clock.t,
+                "chat",
+                alias="chat",
+                backend="vllm",
+                model="llama",
+                pool="gpu",
+                prompt_tokens=100,
+                completion_tokens=50,
+                gpu_seconds=0.4,
+            )
+        )
+    clock.t = T0 + 59.9  # the sample lands in the minute it is taken
+    w.sample_pools([{"pool": "gpu", "provisioned_gpu_seconds": 60.0, "busy_gpu_seconds": 57.0,
+                     "fixed_cost_usd": 0.0}])  # fmt: skip
+    pricing = {"gpu": pool_pricing(config.gpu_pools["gpu"], config.engineering,
+                                   config.gpu_pools, 730.0)}  # fmt: skip
+    r = build_report(w.view("1h"), Context(config, prices, pricing, 730.0), chart=False)
+    cap = r["comparisons"][0]["capacity"]
+    assert cap["source"] == "measured while saturated"
+    assert cap["saturated_minutes"] == 1
+    assert cap["tokens_per_gpu_s"] == 120 * 150 / 57.0
+    assert r["pools"]["gpu"]["peak_inflight"] == 4
+    # The scenarios plan with it: 150 tokens a request → requests/s per GPU.
+    inputs = r["comparisons"][0]["scenarios"]["selfhosted_only"]["inputs"]
+    assert math.isclose(inputs["capacity_rps_per_gpu"], 120 * 150 / 57.0 / 150)
