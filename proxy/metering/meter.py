@@ -64,6 +64,27 @@ class Meter:
         self._drainer: asyncio.Task[None] | None = None
         self.events_finished = 0
 
+    def reconfigure(self, config: Config, prices: PriceTable) -> None:
+        """A reload: new prices and routes, the same books (called by proxy/reload.py).
+
+        Pool accounts carry on: their totals and the shares in flight are the books (a
+        reload that removes a pool or changes its GPU count is refused before this).
+        Entries of backends and aliases the new config drops are kept, so a request
+        that started before the reload is still priced as it was routed.
+        """
+        fresh = Meter(config, prices, self._clock)
+        for name, acct in fresh.pools.items():
+            if name in self.pools:
+                fresh.pools[name] = self.pools[name]
+                fresh.pools[name].prefill_weight = acct.prefill_weight
+        self.hours_per_month = fresh.hours_per_month
+        self.pools = fresh.pools
+        self.pricing = fresh.pricing
+        self.backend_pool = {**self.backend_pool, **fresh.backend_pool}
+        self.api_prices = {**self.api_prices, **fresh.api_prices}
+        self.compare_prices = {**self.compare_prices, **fresh.compare_prices}
+        self.alias_pool = {**self.alias_pool, **fresh.alias_pool}
+
     # ------------------------------------------------------------ in flight
 
     def begin(self, backend: str) -> GpuShare | None:

@@ -1,0 +1,168 @@
+"""Hot reload against a running proxy: during a stream, refused configs, and SIGHUP."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.support.proxy import ProxyHandle, run_proxy
+from tests.support.routing import (
+    ADMIN,
+    KEY,
+    MSGS,
+    ask,
+    content_events,
+    hybrid_config,
+    parse_sse,
+)
+from tests.support.sim import SimHandle, run_simulator
+
+USD_PER_GPU_SECOND = 3.6 / 3600  # hybrid_config's pool
+
+
+def only(backend: str, model: str) -> dict[str, Any]:
+    return {"targets": [{"backend": backend, "model": model}]}
+
+
+def reload(
+    proxy: ProxyHandle, config: dict[str, Any] | str | None, key: str = ADMIN
+) -> httpx.Response:
+    if config is not None:
+        text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
+        proxy.config_path.write_text(text)
+    return httpx.post(
+        f"{proxy.url}/admin/reload", headers={"Authorization": f"Bearer {key}"}, timeout=30
+    )
+
+
+class Stream(threading.Thread):
+    """A long stream read in the background; `started` is set at its first event."""
+
+    def __init__(self, proxy: ProxyHandle, max_tokens: int) -> None:
+        super().__init__(daemon=True)
+        self.proxy, self.max_tokens = proxy, max_tokens
+        self.started = threading.Event()
+        self.raw = b""
+        self.backend: str | None = None
+
+    def run(self) -> None:
+        body = {"model": "chat", "messages": MSGS, "max_tokens": self.max_tokens, "stream": True}
+        headers = {"Authorization": f"Bearer {KEY}"}
+        with httpx.stream(
+            "POST", f"{self.proxy.base_url}/chat/completions", json=body, headers=headers,
+            timeout=60,
+        ) as r:  # fmt: skip
+            self.backend = r.headers.get("x-hybridgate-backend")
+            for chunk in r.iter_raw():
+                self.raw += chunk
+                self.started.set()
+        self.started.set()
+
+
+Stack = tuple[ProxyHandle, SimHandle, SimHandle, dict[str, Any]]
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    with (
+        run_simulator(tmp_path, "vllm", args=["--speed", "1"]) as local,
+        run_simulator(tmp_path, "api", args=["--speed", "20"], name="api") as api,
+    ):
+        base = hybrid_config(local, api, chat=only("local", "sim-model"))
+        with run_proxy(tmp_path, base) as proxy:
+            yield proxy, local, api, base
+
+
+def test_reload_during_a_stream_keeps_it_and_routes_new_requests_by_the_new_config(
+    stack: Stack,
+) -> None:
+    proxy, _, _, base = stack
+    stream = Stream(proxy, max_tokens=150)
+    stream.start()
+    assert stream.started.wait(30)
+    provisioned_before = proxy.metric("hybridgate_gpu_provisioned_seconds_total", pool="h100")
+
+    r = reload(proxy, {**base, "models": {"chat": only("api", "gpt-4o-mini")}})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "reloaded"
+    assert stream.is_alive()  # the reload happened while the stream was running
+    a = ask(proxy.base_url)
+    assert a.status == 200 and a.backend == "api"
+
+    stream.join(60)
+    events, done = parse_sse(stream.raw)
+    assert stream.backend == "local" and done
+    assert content_events(events) == 150 and not any("error" in e for e in events)
+
+    # The books went on through the swap: counters kept, the pool's GPU-seconds kept
+    # accruing, and the stream's cost is exactly its share of the pool's busy time.
+    m = proxy.metric
+    assert m("hybridgate_requests_total", alias="chat", backend="local", outcome="success") == 1
+    assert m("hybridgate_requests_total", alias="chat", backend="api", outcome="success") == 1
+    assert m("hybridgate_tokens_total", backend="local", kind="completion") == 150
+    assert m("hybridgate_gpu_provisioned_seconds_total", pool="h100") > provisioned_before
+    busy = m("hybridgate_gpu_busy_seconds_total", pool="h100")
+    assert busy > 0
+    assert m("hybridgate_cost_usd_total", backend="local") == pytest.approx(
+        busy * USD_PER_GPU_SECOND, rel=1e-9
+    )
+
+
+def test_invalid_configs_are_refused_with_their_problems_and_the_old_one_runs_on(
+    stack: Stack,
+) -> None:
+    proxy, _, api, base = stack
+    assert reload(proxy, None, key=KEY).status_code == 401  # a client key is not the admin's
+
+    bad = {**base, "models": {"chat": only("nope", "gpt-4o-mini")}, "breaker": {"cooldown_s": -1}}
+    r = reload(proxy, bad)
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["code"] == "invalid_config" and err["type"] == "invalid_request_error"
+    assert any(
+        p.startswith("models.chat.targets[0].backend: unknown backend 'nope'")
+        for p in err["problems"]
+    )
+    assert any(p.startswith("breaker.cooldown_s") for p in err["problems"])
+
+    r = reload(proxy, "models: [unclosed")
+    assert r.status_code == 400 and r.json()["error"]["problems"][0].startswith("<yaml>")
+
+    pools = {"h100": {"gpus": 2, "billing": "rental", "usd_per_gpu_hour": 3.6}}
+    r = reload(proxy, {**base, "gpu_pools": pools})
+    assert r.status_code == 400
+    assert "gpu_pools.h100.gpus" in r.text and "needs a restart" in r.text
+
+    a = ask(proxy.base_url)  # the first config still serves
+    assert a.status == 200 and a.backend == "local"
+    assert api.stats(detail=False)["requests_by_endpoint"].get("/v1/chat/completions", 0) == 0
+
+
+def test_sighup_reloads_the_file(
+    stack: Stack,
+) -> None:
+    proxy, _, _, base = stack
+    cfg = {**base, "models": {"chat": only("api", "gpt-4o-mini")}}
+    proxy.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proxy.proc.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while ask(proxy.base_url).backend != "api":
+        assert proxy.proc.alive(), "SIGHUP killed the proxy"
+        assert time.monotonic() < deadline, "SIGHUP did not reload the config"
+        time.sleep(0.1)
+    # A broken file on SIGHUP is logged and ignored.
+    proxy.config_path.write_text("backends: {}\n")
+    proxy.proc.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while "config reload refused" not in proxy.proc.log_text():
+        assert time.monotonic() < deadline, "the refused reload was not logged"
+        time.sleep(0.1)
+    assert ask(proxy.base_url).backend == "api"
