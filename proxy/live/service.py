@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Iterator
 from typing import Any, Final
 
@@ -23,6 +24,7 @@ from proxy.live.window import Window
 log = logging.getLogger("hybridgate.live")
 
 REFRESH_S: Final[float] = 5.0
+REUSE_S: Final[float] = 2.0
 SAMPLE_S: Final[float] = 1.0
 """GPU pools are sampled into the window this often (utilization charts per second)."""
 GAUGE_WINDOW: Final[str] = "24h"
@@ -40,6 +42,8 @@ class LiveCosts:
         )
         self._task: asyncio.Task[None] | None = None
         self.last_refresh: dict[str, Any] | None = None
+        # (window, series, chart) -> (events seen, runtime, monotonic time, report)
+        self._cache: dict[tuple[str, bool, bool], tuple[int, Any, float, dict[str, Any]]] = {}
 
     def _pool_inflight(self, pool: str) -> int:
         acct = self._gate.runtime.meter.pools.get(pool)
@@ -66,11 +70,29 @@ class LiveCosts:
     async def report(
         self, window: str, *, series: bool = True, chart: bool = True
     ) -> dict[str, Any]:
-        """The live report (proxy/live/report.py), computed off the event loop."""
+        """The live report (proxy/live/report.py), computed off the event loop.
+
+        Several dashboards polling at once share one computation: a report is reused for
+        REUSE_S seconds while no event arrived and the config did not change.
+        """
+        key = (window, series, chart)
+        rt = self._gate.runtime
+        cached = self._cache.get(key)
+        now = time.monotonic()
+        if (
+            cached is not None
+            and cached[0] == self.window.events_seen
+            and cached[1] is rt
+            and now - cached[2] < REUSE_S
+        ):
+            return cached[3]
         self.sample()
         view = self.window.view(window)
-        ctx = Context.from_runtime(self._gate.runtime)
-        return await asyncio.to_thread(build_report, view, ctx, series=series, chart=chart)
+        ctx = Context.from_runtime(rt)
+        seen = self.window.events_seen
+        report = await asyncio.to_thread(build_report, view, ctx, series=series, chart=chart)
+        self._cache[key] = (seen, rt, now, report)
+        return report
 
     # ------------------------------------------------------------ gauges
 
