@@ -166,21 +166,6 @@ def variable_queries() -> Iterator[tuple[str, str, str, str]]:
             yield name, var["name"], m.group(2), m.group(1)
 
 
-def metric_names(expr: str) -> set[str]:
-    """hybridgate_* and vllm:* series an expression reads, through recording rules."""
-    rules = sorted(recording_rules().items(), key=lambda kv: -len(kv[0]))
-    out: set[str] = set()
-    todo = [expr]
-    while todo:
-        e = todo.pop()
-        for record, rule_expr in rules:
-            if record in e:
-                todo.append(rule_expr)
-                e = e.replace(record, "")
-        out |= set(re.findall(r"\b(hybridgate_\w+|vllm:\w+)", e))
-    return {re.sub(r"_(bucket|count|sum)$", "", n) for n in out}
-
-
 # ------------------------------------------------------------------ docker compose
 
 COMPOSE_FILES = (REPO_ROOT / "docker-compose.yml", REPO_ROOT / "compose.cpu.yml")
