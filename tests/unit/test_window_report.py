@@ -257,3 +257,58 @@ def test_capacity_is_measured_when_the_pool_saturates() -> None:
     # The scenarios plan with it: 150 tokens a request → requests/s per GPU.
     inputs = r["comparisons"][0]["scenarios"]["selfhosted_only"]["inputs"]
     assert math.isclose(inputs["capacity_rps_per_gpu"], 120 * 150 / 57.0 / 150)
+
+
+def _report_for(config_text: str, prices: dict[str, ModelPrice]) -> dict:
+    config = parse_config(config_text)
+    clock = Clock(T0)
+    w = Window(clock)
+    for i in range(10):
+        clock.t = T0 + i
+        w.observe(UsageEvent(str(i), clock.t, "chat", alias="chat", backend="api",
+                             model="api-model", prompt_tokens=100, completion_tokens=50,
+                             cost_usd=0.03))  # fmt: skip
+    clock.t = T0 + 30
+    pricing = {
+        name: pool_pricing(pool, config.engineering, config.gpu_pools, 730.0)
+        for name, pool in config.gpu_pools.items()
+    }
+    report = build_report(w.view("1h"), Context(config, PriceTable(prices), pricing, 730.0))
+    json.dumps(report, allow_nan=False)
+    return report
+
+
+def test_api_only_config_reports_spend_without_a_comparison() -> None:
+    r = _report_for(
+        """
+backends: {api: {type: openai, base_url: "http://127.0.0.1:8/v1"}}
+models: {chat: {targets: [{backend: api, model: api-model}]}}
+""",
+        {"api-model": ModelPrice.per_million(100, 400)},
+    )
+    assert r["comparisons"] == [] and r["scenarios"] == {}
+    assert r["breakeven_requests_per_month"] is None
+    assert "No comparison to make" in r["recommendation"]
+    assert math.isclose(r["spend"]["actual_usd"], 0.3)
+
+
+def test_serverless_pool_has_no_hybrid_but_a_breakeven() -> None:
+    r = _report_for(
+        """
+engineering: {setup_hours: 10, hourly_rate_usd: 100, amortize_months: 10}
+gpu_pools:
+  sl: {billing: serverless, serverless_usd_per_gpu_second: 0.001, capacity_requests_per_s: 2}
+backends:
+  gpu: {type: openai, base_url: "http://127.0.0.1:9/v1", pool: sl}
+  api: {type: openai, base_url: "http://127.0.0.1:8/v1"}
+models:
+  chat: {targets: [{backend: gpu, model: llama}, {backend: api, model: api-model}]}
+""",
+        {"api-model": ModelPrice.per_million(100, 400)},
+    )
+    (c,) = r["comparisons"]
+    assert set(c["scenarios"]) == {"api_only", "selfhosted_only", "hybrid_current"}
+    assert c["chart"]["hybrid_optimal"] == [None] * len(c["chart"]["volumes"])
+    # Serverless: $100/month fixed; $0.0005 of GPU time a request against $0.03 on the API.
+    expected = math.ceil(Q(100) / (Q(3, 100) - Q(1, 1000) / 2))
+    assert r["breakeven_requests_per_month"] == expected
