@@ -21,9 +21,7 @@ window a prompt does not fit, without it being written in the config.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -32,8 +30,7 @@ import orjson
 
 from proxy.config import Backend as BackendConfig
 from proxy.config import EngineMetrics
-
-log = logging.getLogger("hybridgate.engine")
+from proxy.periodic import PerBackendLoops
 
 # metric name -> (snapshot field, how several series combine)
 _VLLM = {
@@ -158,7 +155,7 @@ class EngineMetricsReader:
                     if name in previous.windows:
                         self.windows[name] = previous.windows[name]
         self.errors: dict[str, str] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._loops = PerBackendLoops("engine metrics scrape", cfg.interval_s, self.scrape)
 
     # ------------------------------------------------------------ reading (router)
 
@@ -196,26 +193,10 @@ class EngineMetricsReader:
     # ------------------------------------------------------------ scraping
 
     async def start(self) -> None:
-        for name in self.targets:
-            self._tasks.append(asyncio.create_task(self._loop(name), name=f"engine:{name}"))
+        self._loops.start(self.targets)
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        self._tasks.clear()
-
-    async def _loop(self, name: str) -> None:
-        while True:
-            try:
-                await self.scrape(name)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("engine metrics of %s: unexpected failure", name)
-            await asyncio.sleep(self.cfg.interval_s)
+        await self._loops.stop()
 
     async def scrape(self, name: str) -> bool:
         """Read the engine's metrics (and its context windows until known) once."""

@@ -13,14 +13,13 @@ here runs on the request path.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
 
 from proxy.config import Backend as BackendConfig
 from proxy.config import HealthChecks
+from proxy.periodic import PerBackendLoops
 
 log = logging.getLogger("hybridgate.health")
 
@@ -83,33 +82,13 @@ class HealthChecker:
                 self.state[name] = old  # the same probe: what it knew still holds
             else:
                 self.state[name] = BackendHealth(url)
-        self._tasks: list[asyncio.Task[None]] = []
-
-    def status(self, name: str) -> str:
-        return self.state[name].status
+        self._loops = PerBackendLoops("health check", cfg.interval_s, self.check)
 
     async def start(self) -> None:
-        for name, h in self.state.items():
-            if h.url is not None:
-                self._tasks.append(asyncio.create_task(self._loop(name), name=f"health:{name}"))
+        self._loops.start(name for name, h in self.state.items() if h.url is not None)
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        self._tasks.clear()
-
-    async def _loop(self, name: str) -> None:
-        while True:
-            try:
-                await self.check(name)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug in one probe must not end the loop
-                log.exception("health check of %s failed unexpectedly", name)
-            await asyncio.sleep(self.cfg.interval_s)
+        await self._loops.stop()
 
     async def check(self, name: str) -> bool:
         """Probe once and update the state; True if the probe succeeded."""

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.proxy import ProxyHandle, metric_value, run_proxy
-from tests.support.routing import Answer, ask, chat_count, content_events, hybrid_config
+from tests.support.proxy import ProxyHandle, metric_value
+from tests.support.routing import Answer, ask, chat_count, content_events, hybrid_stack
 from tests.support.servers import free_port
-from tests.support.sim import SimHandle, run_simulator
+from tests.support.sim import SimHandle
 
 LONG = [{"role": "user", "content": "tokens " * 400}]  # ~700 simulator tokens > 512
 
@@ -23,50 +23,44 @@ LONG = [{"role": "user", "content": "tokens " * 400}]  # ~700 simulator tokens >
 def stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[ProxyHandle, SimHandle, SimHandle]]:
-    tmp = tmp_path_factory.mktemp("failover")
-    with (
-        run_simulator(tmp, "vllm", args=["--speed", "20", "--max-model-len", "512"]) as local,
-        run_simulator(tmp, "api", args=["--speed", "20"], name="api") as api,
-    ):
-        cfg = hybrid_config(
-            local,
-            api,
-            local_backend={"timeouts": {"read_s": 1.0}},
-            # Windows are learned from the engine only when scraping: off here, so a
-            # too-long prompt reaches the simulator and its 400 is what fails over.
-            engine_metrics={"enabled": False},
-            health_checks={"enabled": False},  # the trigger itself must meet each request
-            backends={
-                "dead": {
-                    "base_url": f"http://127.0.0.1:{free_port()}/v1",
-                    "pool": "h100",
-                    "timeouts": {"connect_s": 1},
-                }
+    with hybrid_stack(
+        tmp_path_factory.mktemp("failover"),
+        local_args=["--speed", "20", "--max-model-len", "512"],
+        local_backend={"timeouts": {"read_s": 1.0}},
+        backends={
+            "dead": {
+                "base_url": f"http://127.0.0.1:{free_port()}/v1",
+                "pool": "h100",
+                "timeouts": {"connect_s": 1},
+            }
+        },
+        models={
+            "cold": {
+                "targets": [
+                    {"backend": "dead", "model": "sim-model"},
+                    {"backend": "api", "model": "gpt-4o-mini"},
+                ]
             },
-            models={
-                "cold": {
-                    "targets": [
-                        {"backend": "dead", "model": "sim-model"},
-                        {"backend": "api", "model": "gpt-4o-mini"},
-                    ]
-                },
-                "narrow": {
-                    "targets": [
-                        {"backend": "local", "model": "sim-model", "context_window": 100000},
-                        {"backend": "api", "model": "gpt-4o-mini", "context_window": 4096},
-                    ]
-                },
-                "hurry": {
-                    "timeout_s": 0.6,
-                    "targets": [
-                        {"backend": "local", "model": "sim-model"},
-                        {"backend": "api", "model": "gpt-4o-mini"},
-                    ],
-                },
+            "narrow": {
+                "targets": [
+                    {"backend": "local", "model": "sim-model", "context_window": 100000},
+                    {"backend": "api", "model": "gpt-4o-mini", "context_window": 4096},
+                ]
             },
-        )
-        with run_proxy(tmp, cfg) as proxy:
-            yield proxy, local, api
+            "hurry": {
+                "timeout_s": 0.6,
+                "targets": [
+                    {"backend": "local", "model": "sim-model"},
+                    {"backend": "api", "model": "gpt-4o-mini"},
+                ],
+            },
+        },
+        # Windows are learned from the engine only when scraping: off here, so a
+        # too-long prompt reaches the simulator and its 400 is what fails over.
+        engine_metrics={"enabled": False},
+        health_checks={"enabled": False},  # the trigger itself must meet each request
+    ) as stack:
+        yield stack
 
 
 @pytest.fixture

@@ -10,15 +10,13 @@ back, the breaker half-opens and traffic returns to it.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
-from tests.support.proxy import ProxyHandle, run_proxy
-from tests.support.routing import KEY, MSGS, ask, chat_count, hybrid_config
-from tests.support.sim import run_simulator
+from tests.support.proxy import ProxyHandle
+from tests.support.routing import KEY, MSGS, ask, chat_count, hybrid_stack, wait_for
 
 TOTAL, CONCURRENCY, KILL_AFTER = 200, 16, 40
 
@@ -49,55 +47,47 @@ async def load(proxy: ProxyHandle, kill: Callable[[], None]) -> list[tuple[int, 
 
 
 def test_kill_under_load_no_client_failures_exact_failovers_and_recovery(tmp_path: Path) -> None:
-    with (
-        run_simulator(tmp_path, "vllm", args=["--speed", "10"]) as local,
-        run_simulator(tmp_path, "api", args=["--speed", "20"], name="api") as api,
-    ):
-        cfg = hybrid_config(
-            local,
-            api,
-            breaker={"failure_threshold": 5, "cooldown_s": 1.0},
-            health_checks={"interval_s": 0.5},
-            local_backend={"timeouts": {"connect_s": 1}},
-        )
-        with run_proxy(tmp_path, cfg) as proxy:
-            answers = asyncio.run(load(proxy, local.kill))
-            assert not local.alive()
+    with hybrid_stack(
+        tmp_path,
+        local_args=["--speed", "10"],
+        breaker={"failure_threshold": 5, "cooldown_s": 1.0},
+        health_checks={"interval_s": 0.5},
+        local_backend={"timeouts": {"connect_s": 1}},
+    ) as (proxy, local, api):
+        answers = asyncio.run(load(proxy, local.kill))
+        assert not local.alive()
 
-            # 0 failures at the client.
-            assert len(answers) == TOTAL
-            assert all(status == 200 for status, _, _ in answers)
-            served_local = sum(1 for _, b, _ in answers if b == "local")
-            served_api = sum(1 for _, b, _ in answers if b == "api")
-            assert served_local + served_api == TOTAL
-            assert served_local >= 1 and served_api >= 1
-            assert chat_count(api) == served_api  # no hidden retries upstream
+        # 0 failures at the client.
+        assert len(answers) == TOTAL
+        assert all(status == 200 for status, _, _ in answers)
+        served_local = sum(1 for _, b, _ in answers if b == "local")
+        served_api = sum(1 for _, b, _ in answers if b == "api")
+        assert served_local + served_api == TOTAL
+        assert served_local >= 1 and served_api >= 1
+        assert chat_count(api) == served_api  # no hidden retries upstream
 
-            # Every request that met the dead backend is exactly one failover.
-            hit_dead = [(b, n) for _, b, n in answers if n >= 2]
-            assert hit_dead, "no request was in flight or sent to the dead backend"
-            assert all(b == "api" and n == 2 for b, n in hit_dead)
-            failovers = proxy.metric("hybridgate_failovers_total", from_backend="local")
-            assert failovers == len(hit_dead)
-            assert proxy.metric("hybridgate_requests_total", alias="chat") == TOTAL
-            # The breaker stopped the flood: far fewer requests met the dead backend
-            # than were sent after it died.
-            assert len(hit_dead) < TOTAL - KILL_AFTER
-            assert proxy.metric("hybridgate_breaker_open", backend="local") == 1
+        # Every request that met the dead backend is exactly one failover.
+        hit_dead = [(b, n) for _, b, n in answers if n >= 2]
+        assert hit_dead, "no request was in flight or sent to the dead backend"
+        assert all(b == "api" and n == 2 for b, n in hit_dead)
+        failovers = proxy.metric("hybridgate_failovers_total", from_backend="local")
+        assert failovers == len(hit_dead)
+        assert proxy.metric("hybridgate_requests_total", alias="chat") == TOTAL
+        # The breaker stopped the flood: far fewer requests met the dead backend
+        # than were sent after it died.
+        assert len(hit_dead) < TOTAL - KILL_AFTER
+        assert proxy.metric("hybridgate_breaker_open", backend="local") == 1
 
-            # Back up: the breaker half-opens, a probe succeeds, traffic returns.
-            local.restart()
-            deadline = time.monotonic() + 30
-            back = None
-            while time.monotonic() < deadline:
-                a = ask(proxy.base_url)
-                assert a.status == 200
-                if a.backend == "local":
-                    back = a
-                    break
-                time.sleep(0.1)
-            assert back is not None, "traffic never returned to the restarted backend"
-            assert proxy.metric("hybridgate_breaker_open", backend="local") == 0
-            after = [ask(proxy.base_url) for _ in range(10)]
-            assert all(a.backend == "local" and a.attempts == 1 for a in after)
-            assert chat_count(local) == 11  # the probe and the ten after it
+        # Back up: the breaker half-opens, a probe succeeds, traffic returns.
+        local.restart()
+
+        def served_by_local() -> bool:
+            a = ask(proxy.base_url)
+            assert a.status == 200
+            return a.backend == "local"
+
+        wait_for(served_by_local, "traffic to return to the restarted backend", 30)
+        assert proxy.metric("hybridgate_breaker_open", backend="local") == 0
+        after = [ask(proxy.base_url) for _ in range(10)]
+        assert all(a.backend == "local" and a.attempts == 1 for a in after)
+        assert chat_count(local) == 11  # the probe and the ten after it

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,17 +12,18 @@ import httpx
 import pytest
 import yaml
 
-from tests.support.proxy import ProxyHandle, run_proxy
+from tests.support.proxy import ProxyHandle
 from tests.support.routing import (
     ADMIN,
     KEY,
     MSGS,
     ask,
     content_events,
-    hybrid_config,
+    hybrid_stack,
     parse_sse,
+    wait_for,
 )
-from tests.support.sim import SimHandle, run_simulator
+from tests.support.sim import SimHandle
 
 USD_PER_GPU_SECOND = 3.6 / 3600  # hybrid_config's pool
 
@@ -72,13 +72,12 @@ Stack = tuple[ProxyHandle, SimHandle, SimHandle, dict[str, Any]]
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    with (
-        run_simulator(tmp_path, "vllm", args=["--speed", "1"]) as local,
-        run_simulator(tmp_path, "api", args=["--speed", "20"], name="api") as api,
+    with hybrid_stack(tmp_path, local_args=["--speed", "1"], chat=only("local", "sim-model")) as (
+        proxy,
+        local,
+        api,
     ):
-        base = hybrid_config(local, api, chat=only("local", "sim-model"))
-        with run_proxy(tmp_path, base) as proxy:
-            yield proxy, local, api, base
+        yield proxy, local, api, yaml.safe_load(proxy.config_path.read_text())
 
 
 def test_reload_during_a_stream_keeps_it_and_routes_new_requests_by_the_new_config(
@@ -153,16 +152,10 @@ def test_sighup_reloads_the_file(
     cfg = {**base, "models": {"chat": only("api", "gpt-4o-mini")}}
     proxy.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     proxy.proc.signal(signal.SIGHUP)
-    deadline = time.monotonic() + 20
-    while ask(proxy.base_url).backend != "api":
-        assert proxy.proc.alive(), "SIGHUP killed the proxy"
-        assert time.monotonic() < deadline, "SIGHUP did not reload the config"
-        time.sleep(0.1)
+    wait_for(lambda: ask(proxy.base_url).backend == "api", "SIGHUP to reload the config")
+    assert proxy.proc.alive()
     # A broken file on SIGHUP is logged and ignored.
     proxy.config_path.write_text("backends: {}\n")
     proxy.proc.signal(signal.SIGHUP)
-    deadline = time.monotonic() + 20
-    while "config reload refused" not in proxy.proc.log_text():
-        assert time.monotonic() < deadline, "the refused reload was not logged"
-        time.sleep(0.1)
+    wait_for(lambda: "config reload refused" in proxy.proc.log_text(), "the refusal in the log")
     assert ask(proxy.base_url).backend == "api"

@@ -8,25 +8,16 @@ upstream actually received.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.proxy import ProxyHandle, run_proxy
-from tests.support.routing import KEY, MSGS, Answer, ask, chat_count, hybrid_config
-from tests.support.sim import SimHandle, run_simulator
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+from tests.support.proxy import ProxyHandle
+from tests.support.routing import KEY, MSGS, Answer, ask, chat_count, hybrid_stack, wait_for
+from tests.support.sim import SimHandle
 
 
 def ready(proxy: ProxyHandle) -> dict[str, Any]:
@@ -80,32 +71,27 @@ def max_overlap(records: list[dict[str, Any]]) -> int:
 def test_spillover_caps_self_hosted_in_flight_and_keeps_light_load_at_home(
     tmp_path: Path,
 ) -> None:
-    with (
-        run_simulator(tmp_path, "vllm", args=["--speed", "2"]) as local,
-        run_simulator(tmp_path, "api", args=["--speed", "20"], name="api") as api,
-    ):
-        cfg = hybrid_config(
-            local, api, chat={"strategy": "spillover", "spillover": {"max_inflight": 4}}
-        )
-        with run_proxy(tmp_path, cfg) as proxy:
-            served = asyncio.run(burst(proxy, 16, max_tokens=24))
-            records = [
-                r for r in local.stats()["requests"] if r["endpoint"].endswith("/completions")
-            ]
-            assert len(records) == served.count("local") == chat_count(local)
-            assert chat_count(api) == served.count("api")
-            assert served.count("local") + served.count("api") == 16
-            # At most 4 at once on the GPU, by the simulator's own clock; and it was full.
-            assert max_overlap(records) == 4
-            assert served.count("api") >= 12 - (served.count("local") - 4)
-            assert proxy.metric("hybridgate_failovers_total") == 0  # spilled, not failed
+    with hybrid_stack(
+        tmp_path,
+        local_args=["--speed", "2"],
+        chat={"strategy": "spillover", "spillover": {"max_inflight": 4}},
+    ) as (proxy, local, api):
+        served = asyncio.run(burst(proxy, 16, max_tokens=24))
+        records = [r for r in local.stats()["requests"] if r["endpoint"].endswith("/completions")]
+        assert len(records) == served.count("local") == chat_count(local)
+        assert chat_count(api) == served.count("api")
+        assert served.count("local") + served.count("api") == 16
+        # At most 4 at once on the GPU, by the simulator's own clock; and it was full.
+        assert max_overlap(records) == 4
+        assert served.count("api") >= 12 - (served.count("local") - 4)
+        assert proxy.metric("hybridgate_failovers_total") == 0  # spilled, not failed
 
-            # Below the threshold nothing goes to the API.
-            api_before, local_before = chat_count(api), chat_count(local)
-            light = asyncio.run(steady(proxy, workers=3, each=5))
-            assert light == ["local"] * 15
-            assert chat_count(api) == api_before
-            assert chat_count(local) == local_before + 15
+        # Below the threshold nothing goes to the API.
+        api_before, local_before = chat_count(api), chat_count(local)
+        light = asyncio.run(steady(proxy, workers=3, each=5))
+        assert light == ["local"] * 15
+        assert chat_count(api) == api_before
+        assert chat_count(local) == local_before + 15
 
 
 # Every fault knob the simulator has, as /sim/faults bodies.
@@ -133,59 +119,53 @@ def confidential(proxy: ProxyHandle, stream: bool) -> Answer:
 
 
 def test_only_self_hosted_never_reaches_the_api_whatever_happens(tmp_path: Path) -> None:
-    with (
-        run_simulator(tmp_path, "vllm", args=["--speed", "20"]) as local,
-        run_simulator(tmp_path, "api", args=["--speed", "20"], name="api") as api,
-    ):
-        cfg = hybrid_config(
-            local,
-            api,
-            local_backend={"timeouts": {"read_s": 1.0}},
-            health_checks={"interval_s": 0.3, "failure_threshold": 1},
-            rules=[
-                {
-                    "name": "confidential",
-                    "when": {"header": {"x-data-class": "confidential"}},
-                    "only": "self_hosted",
-                }
-            ],
-        )
-        with run_proxy(tmp_path, cfg) as proxy:
-            # Healthy: served at home.
+    with hybrid_stack(
+        tmp_path,
+        local_backend={"timeouts": {"read_s": 1.0}},
+        health_checks={"interval_s": 0.3, "failure_threshold": 1},
+        rules=[
+            {
+                "name": "confidential",
+                "when": {"header": {"x-data-class": "confidential"}},
+                "only": "self_hosted",
+            }
+        ],
+    ) as (proxy, local, api):
+        # Healthy: served at home.
+        for stream in (False, True):
+            a = confidential(proxy, stream)
+            assert a.status == 200 and a.backend == "local"
+
+        # The self-hosted simulator broken in every way it can be: an error, or an
+        # answer from it, but never the API.
+        for knob in KNOBS:
+            local.set_faults(**knob)
             for stream in (False, True):
                 a = confidential(proxy, stream)
-                assert a.status == 200 and a.backend == "local"
+                assert a.backend in (None, "local"), (knob, a)
+                assert a.attempts <= 1, (knob, a)
+            local.clear_faults()
+        assert chat_count(api) == 0
 
-            # The self-hosted simulator broken in every way it can be: an error, or an
-            # answer from it, but never the API.
-            for knob in KNOBS:
-                local.set_faults(**knob)
-                for stream in (False, True):
-                    a = confidential(proxy, stream)
-                    assert a.backend in (None, "local"), (knob, a)
-                    assert a.attempts <= 1, (knob, a)
-                local.clear_faults()
-            assert chat_count(api) == 0
-
-            # Down: 503 with a clear message, under every fault knob of the API too.
-            local.stop()
-            wait_for(lambda: ready(proxy)["backends"]["local"] == "down", "local marked down")
-            for knob in [{}, *KNOBS]:
-                api.clear_faults()
-                if knob:
-                    api.set_faults(**knob)
-                for stream in (False, True):
-                    a = confidential(proxy, stream)
-                    assert a.status == 503, (knob, a)
-                    assert a.error is not None and "self-hosted" in a.error["message"]
-                    assert "not sent anywhere else" in a.error["message"]
-            assert chat_count(api) == 0
-
-            # The API was there all along: unrestricted requests reach it.
+        # Down: 503 with a clear message, under every fault knob of the API too.
+        local.stop()
+        wait_for(lambda: ready(proxy)["backends"]["local"] == "down", "local marked down")
+        for knob in [{}, *KNOBS]:
             api.clear_faults()
-            a = ask(proxy.base_url)
-            assert a.status == 200 and a.backend == "api"
-            assert chat_count(api) == 1
+            if knob:
+                api.set_faults(**knob)
+            for stream in (False, True):
+                a = confidential(proxy, stream)
+                assert a.status == 503, (knob, a)
+                assert a.error is not None and "self-hosted" in a.error["message"]
+                assert "not sent anywhere else" in a.error["message"]
+        assert chat_count(api) == 0
+
+        # The API was there all along: unrestricted requests reach it.
+        api.clear_faults()
+        a = ask(proxy.base_url)
+        assert a.status == 200 and a.backend == "api"
+        assert chat_count(api) == 1
 
 
 Watched = tuple[ProxyHandle, SimHandle, SimHandle]
@@ -194,30 +174,23 @@ Watched = tuple[ProxyHandle, SimHandle, SimHandle]
 @pytest.fixture(scope="module")
 def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Watched]:
     """Health checks and engine scrapes every 0.2 s; a 512-token self-hosted window."""
-    tmp = tmp_path_factory.mktemp("routing")
-    with (
-        run_simulator(tmp, "vllm", args=["--speed", "20", "--max-model-len", "512"]) as local,
-        run_simulator(
-            tmp, "api", args=["--speed", "20", "--max-model-len", "200000"], name="api"
-        ) as api,
-    ):
-        cfg = hybrid_config(
-            local,
-            api,
-            health_checks={"interval_s": 0.2, "failure_threshold": 1},
-            engine_metrics={"interval_s": 0.2},
-            models={"frontier": {"targets": [{"backend": "api", "model": "gpt-4o"}]}},
-            rules=[
-                {"name": "long", "when": {"min_prompt_tokens": 20000}, "route_to": "frontier"},
-                {"when": {"tenant": "team-a", "metadata": {"tier": "batch"}}, "prefer": "api"},
-            ],
+    with hybrid_stack(
+        tmp_path_factory.mktemp("routing"),
+        local_args=["--speed", "20", "--max-model-len", "512"],
+        api_args=["--speed", "20", "--max-model-len", "200000"],
+        health_checks={"interval_s": 0.2, "failure_threshold": 1},
+        engine_metrics={"interval_s": 0.2},
+        models={"frontier": {"targets": [{"backend": "api", "model": "gpt-4o"}]}},
+        rules=[
+            {"name": "long", "when": {"min_prompt_tokens": 20000}, "route_to": "frontier"},
+            {"when": {"tenant": "team-a", "metadata": {"tier": "batch"}}, "prefer": "api"},
+        ],
+    ) as (proxy, local, api):
+        wait_for(
+            lambda: "context_windows" in ready(proxy)["details"]["local"].get("engine", {}),
+            "the engine's window to be read",
         )
-        with run_proxy(tmp, cfg) as proxy:
-            wait_for(
-                lambda: "context_windows" in ready(proxy)["details"]["local"].get("engine", {}),
-                "the engine's window to be read",
-            )
-            yield proxy, local, api
+        yield proxy, local, api
 
 
 def test_a_prompt_over_the_engines_window_skips_it(watched: Watched) -> None:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 
-from tests.support.sim import SimHandle
+from tests.support.proxy import ProxyHandle, run_proxy
+from tests.support.sim import SimHandle, run_simulator
 
 KEY = "sk-routing-test-key-0123456789"
 ADMIN = "admin-routing-test-key-98765"
@@ -60,6 +65,31 @@ def hybrid_config(
     }
     cfg.update(sections)
     return cfg
+
+
+@contextlib.contextmanager
+def hybrid_stack(
+    tmp_path: Path,
+    local_args: Sequence[str] = ("--speed", "20"),
+    api_args: Sequence[str] = ("--speed", "20"),
+    **config: Any,
+) -> Iterator[tuple[ProxyHandle, SimHandle, SimHandle]]:
+    """A vLLM-like and an API-like simulator behind a proxy running `hybrid_config`."""
+    with (
+        run_simulator(tmp_path, "vllm", args=local_args) as local,
+        run_simulator(tmp_path, "api", args=api_args, name="api") as api,
+        run_proxy(tmp_path, hybrid_config(local, api, **config)) as proxy,
+    ):
+        yield proxy, local, api
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    """Poll `check` until it holds (a bound on waiting, not an assertion about speed)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
 
 
 def chat_count(sim: SimHandle) -> int:
