@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from proxy.hotmetrics import CounterFamily, Hist, HistFamily, HotCollector
 from proxy.metering.events import UsageEvent
 
 # `_created` series double the scrape size and no panel uses them.
@@ -71,59 +72,67 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = registry or CollectorRegistry(auto_describe=True)
         self.registry = r
-        self.requests = Counter(
+        self.requests = CounterFamily(
             "hybridgate_requests",
             "Requests finished, by alias, serving backend and outcome "
             "(success | error | rejected | client_disconnect | cut).",
             ["alias", "backend", "outcome"],
-            registry=r,
         )
-        self.tokens = Counter(
+        self.tokens = CounterFamily(
             "hybridgate_tokens",
             "Tokens by serving backend, upstream model and kind "
             "(prompt | completion | cached_prompt).",
             ["backend", "model", "kind"],
-            registry=r,
         )
-        self.cost = Counter(
+        self.cost = CounterFamily(
             "hybridgate_cost_usd",
             "Actual USD: API token cost, or attributed GPU-seconds x "
             "the pool's USD per GPU-second.",
             ["backend", "model", "tenant"],
-            registry=r,
         )
-        self.counterfactual = Counter(
+        self.counterfactual = CounterFamily(
             "hybridgate_counterfactual_cost_usd",
             "USD the other path would have cost: "
             "self-hosted traffic at the alias's compare_to API price, API traffic at the "
             "self-hosted marginal cost.",
             ["backend", "model", "tenant"],
-            registry=r,
+        )
+        self.duration = HistFamily(
+            "hybridgate_request_duration_seconds",
+            "Wall time from request received to last byte sent.",
+            ["alias", "backend"],
+            _LATENCY_BUCKETS,
+        )
+        self.ttft = HistFamily(
+            "hybridgate_ttft_seconds",
+            "Time from request received to first byte of the upstream's answer relayed.",
+            ["alias", "backend"],
+            _LATENCY_BUCKETS,
+        )
+        self.overhead = HistFamily(
+            "hybridgate_overhead_seconds",
+            "Time the proxy itself adds: total time minus time waiting on upstreams.",
+            [],
+            _OVERHEAD_BUCKETS,
+        )
+        self._overhead = self.overhead.get(())
+        r.register(
+            HotCollector(
+                [
+                    self.requests,
+                    self.tokens,
+                    self.cost,
+                    self.counterfactual,
+                    self.duration,
+                    self.ttft,
+                    self.overhead,
+                ]
+            )
         )
         self.failovers = Counter(
             "hybridgate_failovers",
             "Attempts abandoned for the next target, by reason.",
             ["alias", "from_backend", "to_backend", "reason"],
-            registry=r,
-        )
-        self.duration = Histogram(
-            "hybridgate_request_duration_seconds",
-            "Wall time from request received to last byte sent.",
-            ["alias", "backend"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.ttft = Histogram(
-            "hybridgate_ttft_seconds",
-            "Time from request received to first byte of the upstream's answer relayed.",
-            ["alias", "backend"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.overhead = Histogram(
-            "hybridgate_overhead_seconds",
-            "Time the proxy itself adds: total time minus time waiting on upstreams.",
-            buckets=_OVERHEAD_BUCKETS,
             registry=r,
         )
         self.inflight = Gauge(
@@ -171,64 +180,46 @@ class Metrics:
             "primary pool's aliases), projected: requests x seconds per month / window seconds.",
             registry=r,
         )
-        self._req_children: dict[tuple[str, str, str], Any] = {}
-        self._tok_children: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
-        self._cost_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
-        self._lat_children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._lat: dict[tuple[str, str], tuple[Hist, Hist]] = {}
 
     def add_pool_collector(self, snapshot: Callable[[], Iterable[dict[str, Any]]]) -> None:
         self.registry.register(PoolCollector(snapshot))
 
     def observe(self, ev: UsageEvent) -> None:
-        """The Prometheus sink: O(1), cached label children, no allocation beyond lookups."""
+        """The Prometheus sink: O(1) dict adds, no locks (one event-loop thread)."""
         backend = ev.backend or "none"
-        key = (ev.alias, backend, ev.outcome)
-        child = self._req_children.get(key)
-        if child is None:
-            child = self._req_children[key] = self.requests.labels(*key)
-        child.inc()
-        lat = self._lat_children.get((ev.alias, backend))
+        alias = ev.alias
+        self.requests.inc((alias, backend, ev.outcome))
+        lat = self._lat.get((alias, backend))
         if lat is None:
-            lat = self._lat_children[(ev.alias, backend)] = (
-                self.duration.labels(ev.alias, backend),
-                self.ttft.labels(ev.alias, backend),
+            lat = self._lat[(alias, backend)] = (
+                self.duration.get((alias, backend)),
+                self.ttft.get((alias, backend)),
             )
         lat[0].observe(ev.duration_s)
         if ev.ttft_s is not None:
             lat[1].observe(ev.ttft_s)
-        self.overhead.observe(ev.overhead_s)
+        self._overhead.observe(ev.overhead_s)
         if ev.backend is None or ev.model is None:
             return
         model = ev.model
-        tok = self._tok_children.get((backend, model))
-        if tok is None:
-            tok = self._tok_children[(backend, model)] = (
-                self.tokens.labels(backend, model, "prompt"),
-                self.tokens.labels(backend, model, "completion"),
-                self.tokens.labels(backend, model, "cached_prompt"),
-            )
+        tokens = self.tokens
         if ev.prompt_tokens:
-            tok[0].inc(ev.prompt_tokens)
+            tokens.inc((backend, model, "prompt"), ev.prompt_tokens)
         if ev.completion_tokens:
-            tok[1].inc(ev.completion_tokens)
+            tokens.inc((backend, model, "completion"), ev.completion_tokens)
         if ev.cached_tokens:
-            tok[2].inc(ev.cached_tokens)
-        ckey = (backend, model, ev.tenant)
-        cost = self._cost_children.get(ckey)
-        if cost is None:
-            cost = self._cost_children[ckey] = (
-                self.cost.labels(*ckey),
-                self.counterfactual.labels(*ckey),
-            )
+            tokens.inc((backend, model, "cached_prompt"), ev.cached_tokens)
+        tenant = ev.tenant
         if len(ev.attempts) <= 1:
             if ev.cost_usd:
-                cost[0].inc(ev.cost_usd)
+                self.cost.inc((backend, model, tenant), ev.cost_usd)
         else:  # failed attempts on our GPUs cost their backend's time too
             for a in ev.attempts:
                 if a.cost_usd:
-                    self.cost.labels(a.backend, a.model, ev.tenant).inc(a.cost_usd)
+                    self.cost.inc((a.backend, a.model, tenant), a.cost_usd)
         if ev.counterfactual_usd:
-            cost[1].inc(ev.counterfactual_usd)
+            self.counterfactual.inc((backend, model, tenant), ev.counterfactual_usd)
 
     def failover(self, alias: str, from_backend: str, to_backend: str, reason: str) -> None:
         self.failovers.labels(alias, from_backend, to_backend, reason).inc()

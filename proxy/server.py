@@ -40,3 +40,5 @@ def serve(
     server = uvicorn.Server(uv_config)
     log.warning("hybridgate listening on http://%s:%s", uv_config.host, uv_config.port)
     server.run()
+    if not server.started:  # e.g. the port is taken: uvicorn logged why; fail loudly
+        raise SystemExit(3)
