@@ -62,9 +62,10 @@ class CircuitBreaker:
         # [bucket index, successes, failures] per slot of the ratio window.
         self._buckets: list[list[int]] = [[-1, 0, 0] for _ in range(_BUCKETS)]
 
-    def configure(self, cfg: BreakerConfig) -> None:
-        """A reload changed the thresholds; the state (open or not) carries on."""
+    def configure(self, cfg: BreakerConfig, on_change: Callable[[str, str], None] | None) -> None:
+        """A reload: new thresholds and a new listener; the state (open or not) carries on."""
         self.cfg = cfg
+        self._on_change = on_change
 
     # ------------------------------------------------------------ questions
 

@@ -44,7 +44,7 @@ class ControlPlane:
             if kept:
                 assert previous is not None
                 breaker = previous.breakers[name]
-                breaker.configure(cfg)
+                breaker.configure(cfg, self._breaker_changed)
                 if name in previous.ttft:
                     self.ttft[name] = previous.ttft[name]
                 if name in previous.last_ok:
@@ -56,6 +56,7 @@ class ControlPlane:
             config.health_checks,
             backends,
             dict(config.backends),
+            self._refresh,
             previous.health if previous is not None else None,
         )
         self.engines = EngineMetricsReader(
@@ -64,7 +65,11 @@ class ControlPlane:
             dict(config.backends),
             previous.engines if previous is not None else None,
         )
+        # Backends whose breaker is not closed or whose health checks fail: while this is
+        # empty (the usual case) the router skips its availability pass entirely.
+        self.impaired: set[str] = set()
         for name in config.backends:
+            self._refresh(name)
             b, h = self.breakers[name], self.health.state[name]
             metrics.breaker_open.labels(name).set_function(lambda b=b: float(b.state != CLOSED))
             metrics.backend_up.labels(name).set_function(
@@ -167,7 +172,14 @@ class ControlPlane:
 
     # ------------------------------------------------------------ logging of changes
 
+    def _refresh(self, backend: str) -> None:
+        if self.breakers[backend].state != CLOSED or self.health.state[backend].status == DOWN:
+            self.impaired.add(backend)
+        else:
+            self.impaired.discard(backend)
+
     def _breaker_changed(self, backend: str, state: str) -> None:
+        self._refresh(backend)
         b = self.breakers.get(backend)
         if state == OPEN and b is not None:
             log.warning(

@@ -22,6 +22,7 @@ window a prompt does not fit, without it being written in the config.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -147,13 +148,14 @@ class EngineMetricsReader:
             self.targets[name] = (engine, bcfg.metrics_url or b.root_url + "/metrics")
         self.snapshots: dict[str, EngineSnapshot] = {}
         self.windows: dict[str, dict[str, int]] = {}
+        self.min_window: float = math.inf  # the smallest window read from any engine
         if previous is not None:
             for name, target in self.targets.items():
                 if previous.targets.get(name) == target:
                     if name in previous.snapshots:
                         self.snapshots[name] = previous.snapshots[name]
                     if name in previous.windows:
-                        self.windows[name] = previous.windows[name]
+                        self.set_windows(name, previous.windows[name])
         self.errors: dict[str, str] = {}
         self._loops = PerBackendLoops("engine metrics scrape", cfg.interval_s, self.scrape)
 
@@ -224,4 +226,8 @@ class EngineMetricsReader:
             if status == 200:
                 windows = context_windows(engine, body)
                 if windows:
-                    self.windows[name] = windows
+                    self.set_windows(name, windows)
+
+    def set_windows(self, name: str, windows: dict[str, int]) -> None:
+        self.windows[name] = windows
+        self.min_window = min(self.min_window, *windows.values())

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from proxy.config import Backend as BackendConfig
@@ -70,10 +71,12 @@ class HealthChecker:
         cfg: HealthChecks,
         backends: dict[str, Any],
         configs: dict[str, BackendConfig],
+        on_change: Callable[[str], None],
         previous: HealthChecker | None = None,
     ) -> None:
         self.cfg = cfg
         self._backends = backends
+        self._on_change = on_change
         self.state: dict[str, BackendHealth] = {}
         for name, bcfg in configs.items():
             url = health_url(backends[name], bcfg) if cfg.enabled else None
@@ -123,3 +126,4 @@ class HealthChecker:
         h.status = status
         if previous != UNKNOWN or status == DOWN:
             log.warning("backend %s is %s (health check: %s)", name, status, h.last_error or "ok")
+        self._on_change(name)

@@ -128,6 +128,11 @@ class Router:
         self._targets: dict[str, list[PlannedTarget]] = {}
         for alias, spec in config.models.items():
             self._targets[alias] = [self._planned(t) for t in spec.targets]
+        # Below the smallest window anywhere, no request needs the context check.
+        self._window_floor = min(
+            (t.context_window for ts in self._targets.values() for t in ts if t.context_window),
+            default=math.inf,
+        )
         self._order: dict[str, Callable[[list[PlannedTarget], RouteRequest, Spillover], Any]] = {
             "priority": lambda ts, req, lim: ts,
             "spillover": self._spillover,
@@ -180,12 +185,15 @@ class Router:
                 alias = rule.route_to
         spec = self.config.models[alias]
         targets = self._targets[alias]
-        for only in (req.only, rule.only if rule is not None else None):
-            if only is not None:
-                targets = self._only(targets, only, alias, rule)
-        targets = self._fit_context(targets, req.est_prompt_tokens)
+        if req.only is not None:
+            targets = self._only(targets, req.only, alias, rule)
+        if rule is not None and rule.only is not None:
+            targets = self._only(targets, rule.only, alias, rule)
         control = self.control
-        if control is not None:
+        est = req.est_prompt_tokens
+        if est > self._window_floor or (control is not None and est > control.engines.min_window):
+            targets = self._fit_context(targets, est)
+        if control is not None and control.impaired:
             available = [t for t in targets if control.available(t.backend)]
             if len(available) != len(targets):
                 if not available:

@@ -6,6 +6,7 @@ real Meter's marginal cost; nothing here touches the network.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from typing import Any
@@ -59,8 +60,8 @@ def config(models: dict[str, Any], rules: list[dict] | None = None, **extra: Any
 class Rig:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        backends = {n: build_backend(n, b) for n, b in cfg.backends.items()}
-        self.control = ControlPlane(cfg, backends, Metrics())
+        self.backends = {n: build_backend(n, b) for n, b in cfg.backends.items()}
+        self.control = ControlPlane(cfg, self.backends, Metrics())
         self.inflight = dict.fromkeys(cfg.backends, 0)
         meter = Meter(cfg, PRICES)
         self.router = Router(
@@ -103,7 +104,14 @@ def test_priority_keeps_config_order_and_skips_open_breakers() -> None:
 
 def test_health_down_is_skipped_too() -> None:
     rig = Rig(config({"chat": HYBRID}))
-    rig.control.health.state["local"].status = DOWN
+
+    async def probe_twice() -> None:  # nothing listens there: two failed probes
+        for _ in range(2):
+            assert not await rig.control.health.check("local")
+        await rig.backends["local"].close()
+
+    asyncio.run(probe_twice())
+    assert rig.control.health.state["local"].status == DOWN
     assert rig.plan() == ["api"]
     assert rig.control.state("local") == "down"
 
@@ -175,7 +183,7 @@ def test_context_window_skips_small_targets_and_keeps_the_largest_if_none_fit() 
 
 def test_context_window_reported_by_the_engine_counts() -> None:
     rig = Rig(config({"chat": HYBRID}))
-    rig.control.engines.windows["local"] = {"llama": 4096}
+    rig.control.engines.set_windows("local", {"llama": 4096})
     assert rig.plan(tokens=5000) == ["api"]
     assert rig.plan(tokens=4000) == ["local", "api"]
 
@@ -277,3 +285,24 @@ def test_lowest_latency_follows_the_moving_average_and_retries_stale_ones() -> N
     rig.control.ttft["api"] = (ewma, time.monotonic() - 3600)
     rig.control.on_success("local", 0.01)
     assert rig.plan() == ["api", "local"]  # unknown again: it gets a request to measure
+
+
+def test_a_reload_carries_breakers_of_unchanged_backends_and_renews_changed_ones() -> None:
+    breaker = {"failure_threshold": 1, "cooldown_s": 0.05}
+    rig = Rig(config({"chat": HYBRID}, breaker=breaker))
+    rig.open_breaker("local")
+    rig.open_breaker("api")
+    new_cfg = config({"chat": HYBRID}, breaker=breaker)
+    changed = new_cfg.model_copy(
+        update={"backends": {**new_cfg.backends, "api": new_cfg.backends["api"].model_copy(
+            update={"max_concurrency": 50})}}
+    )  # fmt: skip
+    control = ControlPlane(changed, rig.backends, Metrics(), previous=rig.control)
+    router = Router(changed, PRICES, control, rig.inflight)
+    assert control.impaired == {"local"}  # api's config changed: a fresh breaker
+    assert [t.backend for t in router.plan(rig.req())] == ["api"]
+    time.sleep(0.06)  # past the cooldown: local half-opens
+    assert control.admit("local")
+    control.on_success("local")
+    assert control.impaired == set()  # the carried breaker reports to the new plane
+    assert [t.backend for t in router.plan(rig.req())] == ["local", "api"]
