@@ -22,6 +22,7 @@ from proxy.errors import ProxyError, error_type_for
 from proxy.handler import ENDPOINTS, Handler, Receive, Scope, Send
 from proxy.live import LiveCosts
 from proxy.live import register_routes as register_live_routes
+from proxy.metering.crosscheck import EngineCrossCheck
 from proxy.metering.request_log import RequestLog
 from proxy.metrics import Metrics
 from proxy.reload import Reloader
@@ -46,6 +47,9 @@ class HybridGateApp:
         self.metrics.registry.register(StateCollector(self.state))
         self.runtime = Runtime(config, self.metrics, state=self.state)
         self.live = LiveCosts(self)  # the windowed cost model outlives reloads, like metrics
+        self.crosscheck = EngineCrossCheck(lambda: self.runtime.control.engines,
+                                           self.metrics.metered_tokens, interval_s=0.25)
+        self.metrics.registry.register(self.crosscheck)
         self.metrics.add_pool_collector(lambda: self.live.pool_rows())
         self.runtime.meter.add_fast_sink(self.metrics.observe)
         self.runtime.meter.add_fast_sink(self.live.window.observe)
@@ -79,10 +83,12 @@ class HybridGateApp:
                     return
                 self.reloader.install_signal_handler()
                 self.live.start()
+                self.crosscheck.start()
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
                 await self.reloader.close()
                 await self.live.stop()
+                await self.crosscheck.stop()
                 await self.runtime.stop()
                 await self.state.stop()
                 await send({"type": "lifespan.shutdown.complete"})

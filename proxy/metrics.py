@@ -221,5 +221,9 @@ class Metrics:
         if ev.counterfactual_usd:
             self.counterfactual.inc((backend, model, tenant), ev.counterfactual_usd)
 
+    def metered_tokens(self, backend: str, kind: str) -> float:
+        """Tokens of one kind metered so far on one backend (all models)."""
+        return sum(v for k, v in self.tokens.values.items() if k[0] == backend and k[2] == kind)
+
     def failover(self, alias: str, from_backend: str, to_backend: str, reason: str) -> None:
         self.failovers.labels(alias, from_backend, to_backend, reason).inc()
