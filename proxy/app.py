@@ -47,8 +47,9 @@ class HybridGateApp:
         self.metrics.registry.register(StateCollector(self.state))
         self.runtime = Runtime(config, self.metrics, state=self.state)
         self.live = LiveCosts(self)  # the windowed cost model outlives reloads, like metrics
-        self.crosscheck = EngineCrossCheck(lambda: self.runtime.control.engines,
-                                           self.metrics.metered_tokens, interval_s=0.25)
+        self.crosscheck = EngineCrossCheck(
+            lambda: self.runtime.control.engines, self.metrics.metered_tokens, interval_s=0.25
+        )
         self.metrics.registry.register(self.crosscheck)
         self.metrics.add_pool_collector(lambda: self.live.pool_rows())
         self.runtime.meter.add_fast_sink(self.metrics.observe)
