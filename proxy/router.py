@@ -197,7 +197,7 @@ class Router:
             available = [t for t in targets if control.available(t.backend)]
             if len(available) != len(targets):
                 if not available:
-                    raise self._none_available(targets, alias, rule)
+                    raise self._none_available(targets, alias, rule, req.only)
                 targets = available
         if len(targets) > 1:
             targets = self._order[spec.strategy](targets, req, spec.spillover)
@@ -216,7 +216,7 @@ class Router:
         out = [t for t in targets if t.self_hosted == keep]
         if not out:
             kind = "self-hosted" if keep else "API"
-            why = f"rule '{rule.name}'" if rule is not None and rule.only == only else "policy"
+            why = _restriction(rule, only)
             raise NoRoute(
                 f"Model '{alias}': this request may only be served by {kind} backends "
                 f"({why}), and the model has no {kind} target."
@@ -240,16 +240,21 @@ class Router:
         return [max(targets, key=lambda t: self.window(t) or 0)]
 
     def _none_available(
-        self, targets: list[PlannedTarget], alias: str, rule: CompiledRule | None
+        self,
+        targets: list[PlannedTarget],
+        alias: str,
+        rule: CompiledRule | None,
+        policy_only: str | None,
     ) -> NoRoute:
         control = self.control
         names = list(dict.fromkeys(t.backend for t in targets))
         reasons = "; ".join(control.why_unavailable(b) for b in names)
-        if rule is not None and rule.only is not None:
-            kind = "self-hosted" if rule.only == "self_hosted" else "API"
+        only = rule.only if rule is not None and rule.only is not None else policy_only
+        if only is not None:
+            kind = "self-hosted" if only == "self_hosted" else "API"
             msg = (
                 f"Model '{alias}': this request may only be served by {kind} backends "
-                f"(rule '{rule.name}'), and none is available right now ({reasons}). "
+                f"({_restriction(rule, only)}), and none is available right now ({reasons}). "
                 f"It was not sent anywhere else."
             )
         else:
@@ -335,3 +340,10 @@ class Router:
         now = time.monotonic()
         ewma = self.control.ttft_ewma
         return sorted(targets, key=lambda t: ewma(t.backend, now))
+
+
+def _restriction(rule: CompiledRule | None, only: str) -> str:
+    """Why a request is held to one kind of backend, for its error message."""
+    if rule is not None and rule.only == only:
+        return f"rule '{rule.name}'"
+    return "the tenant's budget policy"

@@ -8,6 +8,7 @@ upstream actually received.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,44 @@ def test_spillover_caps_self_hosted_in_flight_and_keeps_light_load_at_home(
         assert light == ["local"] * 15
         assert chat_count(api) == api_before
         assert chat_count(local) == local_before + 15
+
+
+def test_spillover_on_the_engines_own_queue(tmp_path: Path) -> None:
+    """The GPU is busy with work the proxy did not send: the engine's queue decides."""
+    spill = {"max_inflight": 100, "max_waiting": 0}
+    with hybrid_stack(
+        tmp_path,
+        local_args=["--speed", "0.5", "--max-num-seqs", "1"],
+        chat={"strategy": "spillover", "spillover": spill},
+        engine_metrics={"interval_s": 0.1},
+    ) as (proxy, local, api):
+        assert ask(proxy.base_url).backend == "local"
+        # Another client queues three long requests on the engine directly.
+        body = {"model": "sim-model", "messages": MSGS, "max_tokens": 60}
+
+        async def others() -> None:
+            async with httpx.AsyncClient(timeout=60) as c:
+                await asyncio.gather(
+                    *(c.post(f"{local.base_url}/chat/completions", json=body) for _ in range(3))
+                )
+
+        def engine() -> dict[str, Any]:
+            return ready(proxy)["details"]["local"].get("engine", {})
+
+        def queue_seen() -> bool:
+            return (engine().get("waiting") or 0) >= 1
+
+        t = threading.Thread(target=asyncio.run, args=(others(),))
+        t.start()
+        try:
+            wait_for(queue_seen, "the engine's queue to show in its metrics")
+            a = ask(proxy.base_url)
+            assert a.backend == "api" and a.attempts == 1
+        finally:
+            t.join(60)
+        wait_for(lambda: engine().get("waiting") == 0, "the queue to drain")
+        assert ask(proxy.base_url).backend == "local"
+        assert chat_count(api) == 1
 
 
 # Every fault knob the simulator has, as /sim/faults bodies.

@@ -152,9 +152,15 @@ def test_only_self_hosted_on_an_api_only_alias_is_refused() -> None:
     assert "has no self-hosted target" in exc.value.message
 
 
-def test_budget_policy_only_applies_without_a_rule() -> None:
+def test_budget_policy_only_holds_and_says_why() -> None:
     rig = Rig(config({"chat": HYBRID}))
     assert rig.plan(only="self_hosted") == ["local"]
+    rig.open_breaker("local")
+    with pytest.raises(NoRoute) as exc:
+        rig.plan(only="self_hosted")
+    assert "only be served by self-hosted backends (the tenant's budget policy)" in str(
+        exc.value.message
+    )
 
 
 def test_prefer_reorders_and_route_to_switches_alias() -> None:
