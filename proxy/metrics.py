@@ -115,6 +115,12 @@ class Metrics:
             [],
             _OVERHEAD_BUCKETS,
         )
+        self.unpriced = CounterFamily(
+            "hybridgate_unpriced_requests",
+            "Requests served by an API model with no known price: their cost is unknown "
+            "(not counted as $0). Add prices.<model> to the config.",
+            ["backend", "model"],
+        )
         self._overhead = self.overhead.get(())
         r.register(
             HotCollector(
@@ -126,6 +132,7 @@ class Metrics:
                     self.duration,
                     self.ttft,
                     self.overhead,
+                    self.unpriced,
                 ]
             )
         )
@@ -211,6 +218,8 @@ class Metrics:
         if ev.cached_tokens:
             tokens.inc((backend, model, "cached_prompt"), ev.cached_tokens)
         tenant = ev.tenant
+        if ev.unpriced:
+            self.unpriced.inc((backend, model))
         if len(ev.attempts) <= 1:
             if ev.cost_usd:
                 self.cost.inc((backend, model, tenant), ev.cost_usd)

@@ -80,7 +80,11 @@ def load_prices(config: Config) -> PriceTable:
 
 
 def price_problems(config: Config, prices: PriceTable) -> list[str]:
-    """Every API target and compare_to model must have a price: no silent $0."""
+    """API targets and compare_to models without a price (`check` warns; --strict refuses).
+
+    Such a model is still served, but its requests are flagged `unpriced` and counted in
+    hybridgate_unpriced_requests_total instead of being costed as a silent $0.
+    """
     problems = []
     for alias, spec in config.models.items():
         for i, t in enumerate(spec.targets):

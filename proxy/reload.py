@@ -82,9 +82,11 @@ class Reloader:
                 return False, exc.problems
             prices = await asyncio.to_thread(load_prices, config)
             old: Runtime = self.gate.runtime
-            problems = price_problems(config, prices) + live_problems(old.config, config)
+            problems = live_problems(old.config, config)
             if problems:
                 return False, problems
+            for warning in price_problems(config, prices):  # served, counted as unpriced
+                log.warning("%s", warning)
             try:
                 new = Runtime(config, self.gate.metrics, prices, meter=old.meter, previous=old)
             except Exception as exc:

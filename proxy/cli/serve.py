@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_serve)
 
 
-def load_or_report(path: str):
+def load_or_report(path: str, strict: bool = False):
     """The validated config, or None after printing every problem to stderr."""
     from proxy.config import ConfigError, load_config
     from proxy.pricing import load_prices, price_problems
@@ -27,12 +27,14 @@ def load_or_report(path: str):
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return None
-    problems = price_problems(config, load_prices(config))
-    if problems:
-        print(f"{path}: {len(problems)} problem(s):", file=sys.stderr)
-        for problem in problems:
+    unpriced = price_problems(config, load_prices(config))
+    if unpriced and strict:
+        print(f"{path}: {len(unpriced)} problem(s):", file=sys.stderr)
+        for problem in unpriced:
             print(f"  {problem}", file=sys.stderr)
         return None
+    for problem in unpriced:  # served, counted in hybridgate_unpriced_requests_total
+        print(f"warning: {problem}", file=sys.stderr)
     return config
 
 

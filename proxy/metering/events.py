@@ -45,6 +45,7 @@ class UsageEvent:
     cost_usd: float = 0.0  # all attempts' cost: GPU time of failed attempts is spent too
     counterfactual_usd: float | None = None
     self_hosted: bool = False
+    unpriced: bool = False  # served by an API model with no known price: cost unknown, not $0
 
     @property
     def failovers(self) -> int:

@@ -44,19 +44,20 @@ class Meter:
             for name, p in config.gpu_pools.items()
         }
         self.backend_pool: dict[str, str | None] = {n: b.pool for n, b in config.backends.items()}
-        # API prices for every (backend, model) an alias can reach; checked at startup so a
-        # missing price is a config error, never a silent $0.
-        self.api_prices: dict[tuple[str, str], ModelPrice] = {}
-        self.compare_prices: dict[str, ModelPrice] = {}
+        # API prices for every (backend, model) an alias can reach. A model without a price
+        # is never costed as $0: its events are flagged `unpriced` and counted as such
+        # (`check` warns about it; `check --strict` refuses it).
+        self.api_prices: dict[tuple[str, str], ModelPrice | None] = {}
+        self.compare_prices: dict[str, ModelPrice | None] = {}
         self.alias_pool: dict[str, str] = {}
         for alias, spec in config.models.items():
             for t in spec.targets:
                 if config.backends[t.backend].pool is None:
-                    self.api_prices[(t.backend, t.model)] = prices.get(t.model)
+                    self.api_prices[(t.backend, t.model)] = prices.find(t.model)
                 elif alias not in self.alias_pool:
                     self.alias_pool[alias] = config.backends[t.backend].pool  # type: ignore[assignment]
             if spec.compare_to is not None:
-                self.compare_prices[alias] = prices.get(spec.compare_to.model)
+                self.compare_prices[alias] = prices.find(spec.compare_to.model)
         self._fast: list[FastSink] = []
         self._slow: list[SlowSink] = []
         self._queue: deque[UsageEvent] = deque()
@@ -122,7 +123,9 @@ class Meter:
             )
             return
         price = self.api_prices.get((ev.backend, ev.model))
-        if price is not None:
+        if price is None:
+            ev.unpriced = True
+        else:
             api = api_request_cost(price, ev.prompt_tokens, ev.completion_tokens, ev.cached_tokens)
             if ev.attempts:
                 ev.attempts[-1].cost_usd += api

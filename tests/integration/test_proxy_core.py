@@ -456,17 +456,40 @@ def test_check_lists_every_problem_with_its_path(tmp_path: Path) -> None:
     assert "unknown backend 'opnai'" in serve.stderr
 
 
-def test_check_refuses_a_model_without_a_price(tmp_path: Path) -> None:
-    cfg = tmp_path / "noprice.yaml"
-    cfg.write_text(
-        "backends:\n  api: {type: openai, base_url: 'http://127.0.0.1:9/v1'}\n"
-        "models:\n  m: {targets: [{backend: api, model: my-private-finetune}]}\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-m", "proxy", "check", "-c", str(cfg)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 1
-    assert "models.m.targets[0].model: no price for 'my-private-finetune'" in out.stderr
+def test_a_model_without_a_price_is_flagged_never_zero(tmp_path: Path) -> None:
+    with run_simulator(tmp_path, "api", args=["--ttft-ms", "0", "--itl-ms", "0"]) as api:
+        cfg = tmp_path / "noprice.yaml"
+        cfg.write_text(
+            f"backends:\n  api: {{type: openai, base_url: '{api.base_url}'}}\n"
+            "models:\n  m: {targets: [{backend: api, model: my-private-finetune}]}\n"
+        )
+
+        def check(*flags: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "proxy", "check", "-c", str(cfg), *flags],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+
+        warned = check()
+        assert warned.returncode == 0
+        msg = "models.m.targets[0].model: no price for 'my-private-finetune'"
+        assert f"warning: {msg}" in warned.stderr
+        strict = check("--strict")
+        assert strict.returncode == 1 and msg in strict.stderr
+        # Served, but its cost is flagged unknown: never a silent $0.
+        with run_proxy(tmp_path, cfg.read_text()) as proxy:
+            r = httpx.post(
+                f"{proxy.base_url}/chat/completions",
+                timeout=10,
+                json={"model": "m", "messages": MSGS, "max_tokens": 3},
+            )
+            assert r.status_code == 200
+            assert (
+                proxy.metric(
+                    "hybridgate_unpriced_requests_total", backend="api", model="my-private-finetune"
+                )
+                == 1
+            )
+            assert proxy.metric("hybridgate_cost_usd_total", backend="api") == 0
