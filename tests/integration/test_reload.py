@@ -5,19 +5,19 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
 
-from tests.support.proxy import ProxyHandle
+from tests.support.proxy import ProxyHandle, metric_value
 from tests.support.routing import (
     ADMIN,
     KEY,
     MSGS,
     ask,
+    chat_count,
     content_events,
     hybrid_stack,
     parse_sse,
@@ -70,20 +70,27 @@ class Stream(threading.Thread):
 Stack = tuple[ProxyHandle, SimHandle, SimHandle, dict[str, Any]]
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    with hybrid_stack(tmp_path, local_args=["--speed", "1"], chat=only("local", "sim-model")) as (
-        proxy,
-        local,
-        api,
-    ):
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("reload")
+    chat = only("local", "sim-model")
+    with hybrid_stack(tmp, local_args=["--speed", "1"], chat=chat) as (proxy, local, api):
         yield proxy, local, api, yaml.safe_load(proxy.config_path.read_text())
+
+
+@pytest.fixture
+def stack(running: Stack) -> Stack:
+    """The running proxy, back on its first config (itself a reload) for each test."""
+    proxy, _, _, base = running
+    assert reload(proxy, base).status_code == 200
+    return running
 
 
 def test_reload_during_a_stream_keeps_it_and_routes_new_requests_by_the_new_config(
     stack: Stack,
 ) -> None:
     proxy, _, _, base = stack
+    before = proxy.metrics_text()
     stream = Stream(proxy, max_tokens=150)
     stream.start()
     assert stream.started.wait(30)
@@ -103,10 +110,18 @@ def test_reload_during_a_stream_keeps_it_and_routes_new_requests_by_the_new_conf
 
     # The books went on through the swap: counters kept, the pool's GPU-seconds kept
     # accruing, and the stream's cost is exactly its share of the pool's busy time.
-    m = proxy.metric
-    assert m("hybridgate_requests_total", alias="chat", backend="local", outcome="success") == 1
-    assert m("hybridgate_requests_total", alias="chat", backend="api", outcome="success") == 1
-    assert m("hybridgate_tokens_total", backend="local", kind="completion") == 150
+    after = proxy.metrics_text()
+
+    def m(name: str, **labels: str) -> float:
+        return metric_value(after, name, **labels)
+
+    def delta(name: str, **labels: str) -> float:
+        return m(name, **labels) - metric_value(before, name, **labels)
+
+    local_ok = {"alias": "chat", "backend": "local", "outcome": "success"}
+    assert delta("hybridgate_requests_total", **local_ok) == 1
+    assert delta("hybridgate_requests_total", alias="chat", backend="api", outcome="success") == 1
+    assert delta("hybridgate_tokens_total", backend="local", kind="completion") == 150
     assert m("hybridgate_gpu_provisioned_seconds_total", pool="h100") > provisioned_before
     busy = m("hybridgate_gpu_busy_seconds_total", pool="h100")
     assert busy > 0
@@ -119,6 +134,7 @@ def test_invalid_configs_are_refused_with_their_problems_and_the_old_one_runs_on
     stack: Stack,
 ) -> None:
     proxy, _, api, base = stack
+    api_before = chat_count(api)
     assert reload(proxy, None, key=KEY).status_code == 401  # a client key is not the admin's
 
     bad = {**base, "models": {"chat": only("nope", "gpt-4o-mini")}, "breaker": {"cooldown_s": -1}}
@@ -142,7 +158,7 @@ def test_invalid_configs_are_refused_with_their_problems_and_the_old_one_runs_on
 
     a = ask(proxy.base_url)  # the first config still serves
     assert a.status == 200 and a.backend == "local"
-    assert api.stats(detail=False)["requests_by_endpoint"].get("/v1/chat/completions", 0) == 0
+    assert chat_count(api) == api_before
 
 
 def test_sighup_reloads_the_file(
