@@ -1,0 +1,103 @@
+"""A real llama-server on loopback for tests, started from the engine that scripts/llama_engine.py
+installed. The command line comes from that script, so tests and humans run the same server."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+
+import httpx
+
+from tests.support.servers import REPO_ROOT, ManagedProcess, free_port, managed
+
+ENGINE_SCRIPT = REPO_ROOT / "scripts" / "llama_engine.py"
+
+# `name{labels} value` or `name value`; llama.cpp's names contain a colon (llamacpp:...).
+_SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*(?:\{[^}]*\})?)\s+(\S+)")
+
+
+@cache
+def engine() -> ModuleType:
+    """scripts/llama_engine.py as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("llama_engine", ENGINE_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("llama_engine", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse_prometheus(text: str) -> dict[str, float]:
+    """Samples of a Prometheus text page; a labelled sample keeps its labels in the key."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
+@dataclass
+class LlamaServer:
+    """A running llama-server: where it listens and what it counts."""
+
+    process: ManagedProcess
+    port: int
+    slots: int
+    ctx: int
+    model: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """What an OpenAI client takes as base_url."""
+        return f"{self.url}/v1"
+
+    @property
+    def ctx_per_slot(self) -> int:
+        """llama-server splits -c across the -np slots: the longest request one slot takes."""
+        return self.ctx // self.slots
+
+    def metrics(self) -> dict[str, float]:
+        """The engine's own counters from GET /metrics (`llamacpp:` names)."""
+        r = httpx.get(f"{self.url}/metrics", timeout=5.0)
+        r.raise_for_status()
+        return parse_prometheus(r.text)
+
+    def kill(self) -> None:
+        """SIGKILL the server: a crash, as a proxy in front of it would meet one."""
+        self.process.kill()
+
+    def log_text(self) -> str:
+        return self.process.log_text()
+
+
+@contextlib.contextmanager
+def run_llama_server(
+    tmp_path: Path, slots: int = 4, ctx: int = 4096, threads: int = 1, timeout: float = 60.0
+) -> Iterator[LlamaServer]:
+    """Start llama-server on a free port, wait for /health → 200, stop it whatever happens.
+
+    One thread by default, not the script's two: the tests share two cores with the client,
+    the proxy and the simulator, and llama.cpp's spinning threads collapse when oversubscribed
+    (measured under load: 1-8 tokens/s with -t 2, 12-15 with -t 1).
+    Needs `python scripts/llama_engine.py install` to have run (tests/e2e does it first)."""
+    eng = engine()
+    info = eng.installed_info()
+    port = free_port()
+    cmd = eng.server_command(info, port, slots=slots, ctx=ctx, threads=threads)
+    log = tmp_path / f"llama-server-{port}.log"
+    with managed(cmd, log, ready_url=f"http://127.0.0.1:{port}/health", timeout=timeout) as mp:
+        yield LlamaServer(process=mp, port=port, slots=slots, ctx=ctx, model=eng.MODEL_ALIAS)
