@@ -48,7 +48,10 @@ class HybridGateApp:
         self.runtime = Runtime(config, self.metrics, state=self.state)
         self.live = LiveCosts(self)  # the windowed cost model outlives reloads, like metrics
         self.crosscheck = EngineCrossCheck(
-            lambda: self.runtime.control.engines, self.metrics.metered_tokens, interval_s=0.25
+            lambda: self.runtime.control.engines,
+            self.metrics.metered_tokens,
+            lambda backend: self.runtime.engine_kind(backend),
+            interval_s=0.25,
         )
         self.metrics.registry.register(self.crosscheck)
         self.metrics.add_pool_collector(lambda: self.live.pool_rows())

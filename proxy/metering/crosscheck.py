@@ -27,9 +27,11 @@ class EngineCrossCheck(Collector):
         self,
         engines: Callable[[], Any],
         metered: Callable[[str, str], float],
+        engine_kind: Callable[[str], str],
         interval_s: float = 1.0,
     ) -> None:
         self._engines = engines  # () -> EngineMetricsReader of the current runtime
+        self._engine_kind = engine_kind
         self._metered = metered  # (backend, kind) -> tokens the proxy metered so far
         self._interval = interval_s
         self._seen: dict[str, float] = {}  # backend -> time of the last reading paired
@@ -49,7 +51,11 @@ class EngineCrossCheck(Collector):
             if snap.prompt_tokens_total is None or snap.generation_tokens_total is None:
                 continue
             engine = (snap.prompt_tokens_total, snap.generation_tokens_total)
-            ours = (self._metered(name, "prompt"), self._metered(name, "completion"))
+            prompt = self._metered(name, "prompt")
+            if self._engine_kind(name) == "llamacpp":
+                # llama.cpp's prompt counter leaves out prompt-cache hits; usage includes them.
+                prompt -= self._metered(name, "cached_prompt")
+            ours = (prompt, self._metered(name, "completion"))
             base = self._base.get(name)
             if base is None or engine[0] < base[0][0] or engine[1] < base[0][1]:
                 self._base[name] = (engine, ours)  # first reading, or the engine restarted
