@@ -25,6 +25,7 @@ from proxy.live import register_routes as register_live_routes
 from proxy.metering.crosscheck import EngineCrossCheck
 from proxy.metering.request_log import RequestLog
 from proxy.metrics import Metrics
+from proxy.openapi import install as install_openapi
 from proxy.reload import Reloader
 from proxy.reload import register_routes as register_reload_routes
 from proxy.runtime import Runtime
@@ -123,7 +124,9 @@ def build_ops_app(gate: HybridGateApp) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        return _openai_error(exc.status_code, str(exc.detail), code)
+        response = _openai_error(exc.status_code, str(exc.detail), code)
+        response.headers.update(exc.headers or {})  # a 405 must say what is Allow-ed
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -163,6 +166,7 @@ def build_ops_app(gate: HybridGateApp) -> FastAPI:
 
     register_reload_routes(app, gate)
     register_live_routes(app, gate)
+    install_openapi(app, gate)  # after the routes: documents them and the OpenAI ones
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:

@@ -92,24 +92,26 @@ async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -
     if msg["type"] == "http.disconnect":
         raise ClientGone()
     body: bytes = msg.get("body", b"")
-    if not msg.get("more_body"):
+    if not msg.get("more_body") and len(body) <= limit:
         return body
     parts = [body]
     total = len(body)
     while True:
-        msg = await receive()
-        if msg["type"] == "http.disconnect":
-            raise ClientGone()
-        chunk = msg.get("body", b"")
-        total += len(chunk)
+        # Checked before each read: without Content-Length (chunked), the server may hand
+        # over the whole body, however large, in one message.
         if total > limit:
             raise ProxyError(
                 413,
                 f"Request body exceeds the limit of {limit} bytes (limits.max_body_bytes).",
                 code="request_too_large",
             )
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk = msg.get("body", b"")
+        total += len(chunk)
         parts.append(chunk)
-        if not msg.get("more_body"):
+        if not msg.get("more_body") and total <= limit:
             return b"".join(parts)
 
 
@@ -290,12 +292,13 @@ class _Request:
         path = _UPSTREAM_PATH[ev.endpoint]
         n = len(plan)
         for i, target in enumerate(plan):
-            if not rt.admit(target.backend):
-                continue  # its breaker opened, or its half-open probe is out, since planning
-            backend = rt.backends[target.backend]
+            # Before admit(): a body that cannot be forwarded must not take a probe slot.
             body = _upstream_body(
                 data, target.model, self.stream, rt.engine_kind(target.backend) == "vllm"
             )
+            if not rt.admit(target.backend):
+                continue  # its breaker opened, or its half-open probe is out, since planning
+            backend = rt.backends[target.backend]
             attempt = Attempt(target.backend, target.model)
             ev.attempts.append(attempt)
             ev.backend, ev.model = target.backend, target.model
@@ -628,7 +631,12 @@ def _upstream_body(data: dict[str, Any], model: str, stream: bool, vllm: bool) -
         if vllm:
             so["continuous_usage_stats"] = True
         out["stream_options"] = so
-    return orjson.dumps(out)
+    try:
+        return orjson.dumps(out)
+    except TypeError:  # orjson reads 1024 levels of nesting but writes only 254
+        raise ProxyError(
+            400, "Request body is nested too deeply (over 254 levels).", code="invalid_body"
+        ) from None
 
 
 def _apply_usage(usage: dict[str, Any], ev: UsageEvent) -> None:

@@ -1,0 +1,476 @@
+"""The proxy's OpenAPI document, including the OpenAI routes served off FastAPI.
+
+`POST /v1/chat/completions`, `/v1/completions` and `/v1/embeddings` are served by the
+raw-ASGI Handler (app.py), so FastAPI knows nothing about them. This module adds them
+to `app.openapi()` by hand: request bodies with the fields the proxy reads and OpenAI's
+common ones (`additionalProperties` allowed: the proxy forwards what it does not read),
+responses including OpenAI's error shape, and the security each route needs. The
+schema is data; nothing here runs on the request path. It also replaces FastAPI's 422
+validation response (the proxy answers 400 in OpenAI's shape) and documents the error
+statuses each operator route really returns.
+
+The OpenAI paths are also registered as POST routes in the ops app that delegate to
+the same Handler: the fast path in app.py serves them first, and the route table makes
+other methods an OpenAI-shaped 405 rather than a 404.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from starlette.routing import Route
+
+from proxy.handler import ENDPOINTS
+from proxy.live.window import WINDOWS
+
+_REF = "#/components/schemas/"
+_NULL: dict[str, Any] = {"type": "null"}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": _REF + name}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, _NULL]}
+
+
+def _obj(props: dict[str, Any], required: tuple[str, ...] = (), **extra: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": True}
+    if required:
+        out["required"] = list(required)
+    out.update(extra)
+    return out
+
+
+_STR = {"type": "string"}
+_INT = {"type": "integer"}
+_TOKENS = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}
+_TEXT_OR_TOKENS = {
+    "anyOf": [
+        _STR,
+        {"type": "array", "items": _STR, "minItems": 1},
+        _TOKENS,
+        {"type": "array", "items": _TOKENS, "minItems": 1},
+    ]
+}
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": _obj(
+        {
+            "error": {
+                "type": "object",
+                "properties": {
+                    "message": _STR,
+                    "type": _STR,
+                    "param": {"type": ["string", "null"]},
+                    "code": {"type": ["string", "integer", "null"]},
+                },
+                "required": ["message", "type", "param", "code"],
+            }
+        },
+        ("error",),
+        description="OpenAI's error shape; every error the proxy answers has it.",
+    ),
+    "StreamOptions": _obj(
+        {
+            "include_usage": {
+                "type": "boolean",
+                "description": "Send a final chunk with the usage (the proxy always asks "
+                "the upstream for it, and strips it when this is not set).",
+            },
+            "continuous_usage_stats": {
+                "type": "boolean",
+                "description": "vLLM: usage in every chunk.",
+            },
+        }
+    ),
+    "ChatMessage": _obj(
+        {
+            "role": {"enum": ["system", "developer", "user", "assistant", "tool", "function"]},
+            "content": {
+                "anyOf": [
+                    _STR,
+                    {"type": "array", "items": _obj({"type": _STR}, ("type",))},
+                    _NULL,
+                ]
+            },
+            "name": _STR,
+            "tool_call_id": _STR,
+            "tool_calls": {"type": "array", "items": {"type": "object"}},
+        },
+        ("role",),
+    ),
+    "Tool": _obj(
+        {
+            "type": {"const": "function"},
+            "function": _obj(
+                {"name": _STR, "description": _STR, "parameters": {"type": "object"}},
+                ("name",),
+            ),
+        },
+        ("type", "function"),
+    ),
+    "Usage": _obj(
+        {
+            "prompt_tokens": _INT,
+            "completion_tokens": _INT,
+            "total_tokens": _INT,
+            "prompt_tokens_details": _nullable({"type": "object"}),
+        },
+        ("prompt_tokens", "total_tokens"),
+    ),
+    "ChatCompletion": _obj(
+        {
+            "id": _STR,
+            "object": {"const": "chat.completion"},
+            "created": _INT,
+            "model": _STR,
+            "choices": {
+                "type": "array",
+                "items": _obj(
+                    {
+                        "index": _INT,
+                        "message": _obj({"role": _STR, "content": {"type": ["string", "null"]}}),
+                        "finish_reason": {"type": ["string", "null"]},
+                    },
+                    ("index", "message"),
+                ),
+            },
+            "usage": _nullable(_ref("Usage")),
+        },
+        ("id", "object", "created", "model", "choices"),
+    ),
+    "Completion": _obj(
+        {
+            "id": _STR,
+            "object": {"const": "text_completion"},
+            "created": _INT,
+            "model": _STR,
+            "choices": {
+                "type": "array",
+                "items": _obj(
+                    {"index": _INT, "text": _STR, "finish_reason": {"type": ["string", "null"]}},
+                    ("index", "text"),
+                ),
+            },
+            "usage": _nullable(_ref("Usage")),
+        },
+        ("id", "object", "created", "model", "choices"),
+    ),
+    "Embeddings": _obj(
+        {
+            "object": {"const": "list"},
+            "model": _STR,
+            "data": {
+                "type": "array",
+                "items": _obj(
+                    {
+                        "object": {"const": "embedding"},
+                        "index": _INT,
+                        "embedding": {
+                            "anyOf": [{"type": "array", "items": {"type": "number"}}, _STR]
+                        },
+                    },
+                    ("index", "embedding"),
+                ),
+            },
+            "usage": _ref("Usage"),
+        },
+        ("object", "data", "model"),
+    ),
+    "ModelList": _obj(
+        {
+            "object": {"const": "list"},
+            "data": {
+                "type": "array",
+                "items": _obj(
+                    {
+                        "id": _STR,
+                        "object": {"const": "model"},
+                        "created": _INT,
+                        "owned_by": _STR,
+                    },
+                    ("id", "object"),
+                ),
+            },
+        },
+        ("object", "data"),
+    ),
+}
+
+
+def _common_body(model: dict[str, Any]) -> dict[str, Any]:
+    """Fields every generation endpoint shares: the ones the proxy reads first."""
+    return {
+        "model": model,
+        "stream": {
+            "type": ["boolean", "null"],
+            "default": False,
+            "description": "Server-sent events; the proxy always meters the stream's usage.",
+        },
+        "stream_options": _nullable(_ref("StreamOptions")),
+        "max_tokens": {"type": ["integer", "null"], "minimum": 1},
+        "temperature": {"type": ["number", "null"], "minimum": 0, "maximum": 2},
+        "top_p": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+        "n": {"type": ["integer", "null"], "minimum": 1, "maximum": 128},
+        "stop": {
+            "anyOf": [_STR, {"type": "array", "items": _STR, "maxItems": 4}, _NULL],
+        },
+        "presence_penalty": {"type": ["number", "null"], "minimum": -2, "maximum": 2},
+        "frequency_penalty": {"type": ["number", "null"], "minimum": -2, "maximum": 2},
+        "seed": {"type": ["integer", "null"]},
+        "user": {
+            "type": "string",
+            "description": "End-user id; `rules[].when.user` can route on it.",
+        },
+    }
+
+
+def _request_schemas(aliases: list[str]) -> dict[str, Any]:
+    model = {
+        "type": "string",
+        "enum": aliases,
+        "description": "A model alias of this proxy (GET /v1/models); others get 404.",
+    }
+    chat = {
+        **_common_body(model),
+        "messages": {"type": "array", "items": _ref("ChatMessage"), "minItems": 1},
+        "max_completion_tokens": {"type": ["integer", "null"], "minimum": 1},
+        "metadata": {
+            "type": "object",
+            "additionalProperties": {"type": "string", "maxLength": 512},
+            "maxProperties": 16,
+            "description": "Request metadata; `rules[].when.metadata` can route on it "
+            "(e.g. a data class pinned to self-hosted backends).",
+        },
+        "tools": {"type": "array", "items": _ref("Tool")},
+        "tool_choice": {
+            "anyOf": [{"enum": ["none", "auto", "required"]}, {"type": "object"}],
+        },
+        "response_format": _obj({"type": {"enum": ["text", "json_object", "json_schema"]}}),
+        "logprobs": {"type": ["boolean", "null"]},
+        "top_logprobs": {"type": ["integer", "null"], "minimum": 0, "maximum": 20},
+        "logit_bias": {"type": ["object", "null"], "additionalProperties": {"type": "number"}},
+    }
+    completion = {
+        **_common_body(model),
+        "prompt": _TEXT_OR_TOKENS,
+        "echo": {"type": ["boolean", "null"]},
+        "suffix": {"type": ["string", "null"]},
+        "logprobs": {"type": ["integer", "null"], "minimum": 0, "maximum": 5},
+    }
+    embeddings = {
+        "model": model,
+        "input": _TEXT_OR_TOKENS,
+        "encoding_format": {"enum": ["float", "base64"]},
+        "dimensions": {"type": "integer", "minimum": 1},
+        "user": _STR,
+    }
+    return {
+        "ChatCompletionRequest": _obj(chat, ("model", "messages")),
+        "CompletionRequest": _obj(completion, ("model", "prompt")),
+        "EmbeddingsRequest": _obj(embeddings, ("model", "input")),
+    }
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref("Error")}}}
+
+
+_PROXY_ERRORS = {
+    "400": _error(
+        "Invalid request: not JSON, not an object, or a field the proxy reads "
+        "has the wrong type (`param` names it); also an upstream's 400."
+    ),
+    "401": _error("Missing or unknown API key."),
+    "404": _error("Unknown model alias."),
+    "413": _error("Body over `limits.max_body_bytes`."),
+    "429": _error(
+        "Tenant over budget (`over_budget: reject`), key over its rate limit, "
+        "or the upstream's 429 after failover."
+    ),
+    "502": _error("The backend failed or refused the proxy's credentials (named, never its key)."),
+    "503": _error("No backend available for the alias (breakers open, pinned data)."),
+    "504": _error("No answer before the request deadline."),
+    "default": _error(
+        "An upstream error passed back in OpenAI's shape "
+        "(`x-hybridgate-backend` names the backend)."
+    ),
+}
+
+_ROUTE_HEADERS = {
+    "x-hybridgate-backend": {"description": "The backend that answered.", "schema": _STR},
+    "x-hybridgate-attempts": {
+        "description": "Attempts made; 2 or more means the request failed over.",
+        "schema": _STR,
+    },
+}
+
+
+def _openai_operation(summary: str, request: str, response: str, streams: bool) -> dict[str, Any]:
+    ok: dict[str, Any] = {"application/json": {"schema": _ref(response)}}
+    if streams:
+        ok["text/event-stream"] = {
+            # One server-sent event (OpenAPI 3.1 has `schema` describe each event).
+            "schema": _obj(
+                {"data": {"type": "string"}},
+                ("data",),
+                description="`data: {chunk}` events, then `data: [DONE]`; an upstream "
+                "failure after the first event ends the stream with an `{error}` event.",
+            )
+        }
+    return {
+        "summary": summary,
+        "operationId": request[0].lower() + request[1:].removesuffix("Request"),
+        "tags": ["OpenAI"],
+        "security": [{"apiKey": []}],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(request)}},
+        },
+        "responses": {
+            "200": {
+                "description": "The backend's answer.",
+                "headers": _ROUTE_HEADERS,
+                "content": ok,
+            },
+            **_PROXY_ERRORS,
+        },
+    }
+
+
+_OPENAI_PATHS = {
+    "/v1/chat/completions": ("Chat completion", "ChatCompletionRequest", "ChatCompletion", True),
+    "/v1/completions": ("Text completion", "CompletionRequest", "Completion", True),
+    "/v1/embeddings": ("Embeddings", "EmbeddingsRequest", "Embeddings", False),
+}
+assert set(_OPENAI_PATHS) == set(ENDPOINTS)
+
+_JSON_OBJECT = {"application/json": {"schema": {"type": "object"}}}
+
+# What each operator route answers besides its 200, and the 200's schema where FastAPI
+# has none. Keyed by (path, method).
+_OPS: dict[tuple[str, str], dict[str, Any]] = {
+    ("/v1/models", "get"): {
+        "security": [{"apiKey": []}],
+        "ok": {"application/json": {"schema": _ref("ModelList")}},
+        "errors": ("401",),
+    },
+    ("/health/live", "get"): {
+        "ok": {"application/json": {"schema": _obj({"status": {"const": "ok"}}, ("status",))}},
+    },
+    ("/health/ready", "get"): {
+        "ok": _JSON_OBJECT,
+        "extra": {
+            "503": {
+                "description": "Not ready: an alias has no backend up.",
+                "content": _JSON_OBJECT,
+            }
+        },
+    },
+    ("/admin/reload", "post"): {
+        "security": [{"adminKey": []}],
+        "ok": _JSON_OBJECT,
+        "errors": ("400", "401", "403"),
+    },
+    ("/costs/report", "get"): {
+        "security": [{"adminKey": []}],
+        "ok": _JSON_OBJECT,
+        "errors": ("400", "401", "403"),
+    },
+    ("/metrics", "get"): {
+        "security": [{"metricsToken": []}, {}],
+        "ok": {"text/plain": {"schema": _STR}},
+        "errors": ("401", "403"),
+    },
+}
+_OPS_ERRORS = {
+    "400": "Invalid parameter or refused config.",
+    "401": "Missing or wrong key for this route.",
+    "403": "Not configured (no admin key) or not from an allowed network.",
+}
+
+
+def _patch_ops(paths: dict[str, Any]) -> None:
+    for (path, method), spec in _OPS.items():
+        op = paths.get(path, {}).get(method)
+        if op is None:
+            continue
+        responses = op["responses"]
+        responses.pop("422", None)  # validation errors are OpenAI-shaped 400s here
+        responses["200"]["content"] = spec["ok"]
+        for code in spec.get("errors", ()):
+            responses[code] = _error(_OPS_ERRORS[code])
+        responses.update(spec.get("extra", {}))
+        if "security" in spec:
+            op["security"] = spec["security"]
+        for param in op.get("parameters", []):
+            if path == "/costs/report" and param["name"] == "window":
+                param["schema"] = {"enum": list(WINDOWS), "default": "1h"}
+                responses["400"] = _error("Unknown window.")
+
+
+def build_schema(app: FastAPI, aliases: list[str]) -> dict[str, Any]:
+    """FastAPI's document for the ops routes, plus the OpenAI routes and real errors."""
+    doc = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    schemas.update(copy.deepcopy(_SCHEMAS))
+    schemas.update(_request_schemas(aliases))
+    doc["components"]["securitySchemes"] = {
+        "apiKey": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A client key from auth.keys (none needed when no keys "
+            "are configured). Also accepted as `api-key` or `x-api-key`.",
+        },
+        "adminKey": {"type": "http", "scheme": "bearer", "description": "auth.admin_key."},
+        "metricsToken": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "metrics.token, when one is configured.",
+        },
+    }
+    paths = doc.setdefault("paths", {})
+    _patch_ops(paths)
+    for path, (summary, request, response, streams) in _OPENAI_PATHS.items():
+        paths[path] = {"post": _openai_operation(summary, request, response, streams)}
+    return doc
+
+
+def install(app: FastAPI, gate: Any) -> None:
+    """Hook for build_ops_app: the custom `openapi()` and the OpenAI routes' 405s."""
+    for path in ENDPOINTS:
+        for p in (path, path.removeprefix("/v1")):
+            app.router.routes.append(
+                Route(p, endpoint=_Delegate(gate), methods=["POST"], include_in_schema=False)
+            )
+    cache: dict[tuple[str, ...], dict[str, Any]] = {}
+
+    def openapi() -> dict[str, Any]:
+        aliases = tuple(gate.runtime.config.models)  # a reload can change them
+        if aliases not in cache:
+            cache.clear()
+            cache[aliases] = build_schema(app, list(aliases))
+        return cache[aliases]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+class _Delegate:
+    """ASGI endpoint for a POST that reached the ops app: the same Handler serves it."""
+
+    def __init__(self, gate: Any) -> None:
+        self._gate = gate
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope["path"]
+        scope = {**scope, "path": path if path.startswith("/v1/") else "/v1" + path}
+        await self._gate.handler(scope, receive, send)
