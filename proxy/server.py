@@ -3,10 +3,28 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from proxy.config import Config, warnings_for
 
 log = logging.getLogger("hybridgate")
+
+
+def uvicorn_options(config: Config) -> dict[str, Any]:
+    """uvicorn settings of every serving process (one, or each of `--workers N`)."""
+    from proxy.protocol import protocol_for
+
+    return {
+        "loop": "uvloop",
+        "http": protocol_for(config.limits),
+        "lifespan": "on",
+        "access_log": False,
+        "log_level": "warning",
+        "timeout_keep_alive": 30,
+        "timeout_graceful_shutdown": 30,
+        "server_header": False,
+        "date_header": False,
+    }
 
 
 def serve(
@@ -18,7 +36,6 @@ def serve(
     import uvicorn
 
     from proxy.app import HybridGateApp
-    from proxy.protocol import protocol_for
 
     for warning in warnings_for(config):
         log.warning("%s", warning)
@@ -27,15 +44,7 @@ def serve(
         app,
         host=host or config.listen.host,
         port=config.listen.port if port is None else port,
-        loop="uvloop",
-        http=protocol_for(config.limits),
-        lifespan="on",
-        access_log=False,
-        log_level="warning",
-        timeout_keep_alive=30,
-        timeout_graceful_shutdown=30,
-        server_header=False,
-        date_header=False,
+        **uvicorn_options(config),
     )
     server = uvicorn.Server(uv_config)
     log.warning("hybridgate listening on http://%s:%s", uv_config.host, uv_config.port)

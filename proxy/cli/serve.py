@@ -12,6 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-c", "--config", required=True, help="path to hybridgate.yaml")
     p.add_argument("--host", help="override listen.host")
     p.add_argument("--port", type=int, help="override listen.port")
+    p.add_argument(
+        "--workers", type=int, default=1, help="worker processes (default 1; docs/workers.md)"
+    )
     p.set_defaults(func=run_serve)
 
 
@@ -45,6 +48,17 @@ def run_serve(args: argparse.Namespace) -> int:
     config = load_or_report(args.config)
     if config is None:
         return 2
+    if args.workers != 1:
+        from proxy.multiproc import serve_workers, workers_problems
+
+        problems = workers_problems(config, args.workers)
+        if problems:
+            print(f"{args.config}: cannot serve with --workers {args.workers}:", file=sys.stderr)
+            for problem in problems:
+                print(f"  {problem}", file=sys.stderr)
+            return 2
+        serve_workers(config, args.workers, args.host, args.port, args.config)
+        return 0
     from proxy.server import serve
 
     serve(config, host=args.host, port=args.port, config_path=args.config)

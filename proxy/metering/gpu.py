@@ -60,6 +60,9 @@ class PoolAccount:
         self.inflight += 1
         return share
 
+    def add_tokens(self, n: int) -> None:
+        self.tokens_served += n
+
     @property
     def provisioned_gpu_seconds(self) -> float:
         """gpus × wall-clock since the pool was declared up (the cost basis)."""

@@ -27,6 +27,7 @@ log = logging.getLogger("hybridgate.meter")
 
 FastSink = Callable[[UsageEvent], None]
 SlowSink = Callable[[list[UsageEvent]], Awaitable[None]]
+PoolFactory = Callable[[str, int, float, Callable[[], float]], Any]  # name, gpus, prefill, clock
 
 
 class Meter:
@@ -34,6 +35,8 @@ class Meter:
         self, config: Config, prices: PriceTable, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._clock = clock
+        # `serve --workers N` maps pool books shared by the workers (proxy/workers.py)
+        self.pool_factory: PoolFactory | None = None
         self.hours_per_month = config.costing.hours_per_month
         self.pools: dict[str, PoolAccount] = {
             name: PoolAccount(p.gpus, p.prefill_weight, clock)
@@ -78,6 +81,10 @@ class Meter:
             if name in self.pools:
                 fresh.pools[name] = self.pools[name]
                 fresh.pools[name].prefill_weight = acct.prefill_weight
+            elif self.pool_factory is not None:  # a pool added by the reload, shared too
+                fresh.pools[name] = self.pool_factory(
+                    name, acct.gpus, acct.prefill_weight, self._clock
+                )
         self.hours_per_month = fresh.hours_per_month
         self.pools = fresh.pools
         self.pricing = fresh.pricing
@@ -114,7 +121,7 @@ class Meter:
         if pool is not None:
             ev.self_hosted = True
             ev.pool = pool
-            self.pools[pool].tokens_served += ev.prompt_tokens + ev.completion_tokens
+            self.pools[pool].add_tokens(ev.prompt_tokens + ev.completion_tokens)
             compare = self.compare_prices.get(ev.alias)
             ev.counterfactual_usd = (
                 api_request_cost(compare, ev.prompt_tokens, ev.completion_tokens, ev.cached_tokens)
@@ -157,6 +164,11 @@ class Meter:
 
     def finish(self, ev: UsageEvent) -> None:
         self.price(ev)
+        self.deliver(ev)
+
+    def deliver(self, ev: UsageEvent) -> None:
+        """Hand a priced event to every sink (with workers, the hub's way in: the worker
+        that served it priced it)."""
         self.events_finished += 1
         for sink in self._fast:
             try:

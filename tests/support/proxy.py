@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,7 @@ def run_proxy(
     port: int | None = None,
     env: dict[str, str] | None = None,
     name: str = "proxy",
+    args: Sequence[str] = (),
 ) -> Iterator[ProxyHandle]:
     """Write `config` (dict or YAML text), start `hybridgate serve`, stop it afterwards."""
     port = port or free_port()
@@ -100,7 +101,7 @@ def run_proxy(
     key = keys[0]["key"] if keys else None
     admin = (data.get("auth") or {}).get("admin_key")
     proc = ManagedProcess(
-        [PYTHON, "-m", "proxy", "serve", "-c", str(path), "--port", str(port)],
+        [PYTHON, "-m", "proxy", "serve", "-c", str(path), "--port", str(port), *args],
         tmp_path / f"{name}-{port}.log",
         env=env,
     )

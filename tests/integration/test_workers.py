@@ -1,0 +1,184 @@
+"""`hybridgate serve --workers 2`: traffic on both workers, one set of exact books.
+
+Real processes on loopback: the vLLM-like simulator upstream, the proxy's supervisor,
+its hub and two workers. The books are checked against the request log (one line per
+UsageEvent, written by the hub whichever worker served) and the simulator's own truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.integration.test_metering import KEY, USD_PER_GPU_HOUR, _drive, config, read_log
+from tests.support.proxy import ProxyHandle, parse_metrics, run_proxy
+from tests.support.routing import wait_for
+from tests.support.servers import PYTHON
+from tests.support.sim import run_simulator
+
+N = 48
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def _workers(proxy: ProxyHandle) -> list[int]:
+    """The supervisor's worker processes (spawn also starts a resource tracker: not one)."""
+    pids = []
+    for pid in _children(proxy.proc.pid):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:  # it just exited
+            continue
+        if b"resource_tracker" not in cmd and _alive(pid):
+            pids.append(pid)
+    return sorted(pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"  # not a zombie
+    except OSError:
+        return False
+
+
+def _sum(samples: list[tuple[str, dict[str, str], float]], name: str, **labels: str) -> float:
+    return math.fsum(
+        v for n, lab, v in samples if n == name and all(lab.get(k) == x for k, x in labels.items())
+    )
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Any:
+    log = tmp_path / "requests.jsonl"
+    with (
+        run_simulator(tmp_path, "vllm") as vllm,
+        run_simulator(tmp_path, "api", name="api") as api,
+    ):
+        cfg = config(vllm, api, log)
+        with run_proxy(tmp_path, cfg, args=["--workers", "2"]) as proxy:
+            wait_for(lambda: len(_workers(proxy)) == 2, "two workers")
+            yield proxy, vllm, log
+
+
+def test_books_exact_across_two_workers(stack: Any) -> None:
+    proxy, vllm, log = stack
+    t_start = time.monotonic()
+    jobs = [
+        {
+            "model": "chat",
+            "max_tokens": 8 + i,
+            "_stream": i % 3 == 0,
+            "messages": [{"role": "user", "content": "tok " * (5 + (i * 37) % 300)}],
+        }
+        for i in range(N)
+    ]
+    asyncio.run(_drive(proxy.base_url, jobs, 16))
+    events = read_log(log, N)
+    assert len(events) == N
+    # Both workers served: the request id carries the serving process's pid.
+    pids = {int(re.match(r"hg-([0-9a-f]+)-", e["request_id"]).group(1), 16) for e in events}
+    assert pids == set(_workers(proxy))
+    wait_for(lambda: proxy.metric("hybridgate_requests_total") == N, "every event in /metrics")
+    truth = [r for r in vllm.stats()["requests"] if r.get("gpu_seconds") is not None]
+    assert len(truth) == N
+    ours = math.fsum(e["gpu_seconds"] for e in events)
+    engine = math.fsum(t["gpu_seconds"] for t in truth)
+    print(f"\nGPU-seconds over 2 workers: proxy {ours:.4f} vs engine {engine:.4f}")
+    assert abs(ours - engine) / engine < 0.02
+    for _ in range(4):  # any worker may relay the scrape: every answer is the hub's books
+        samples = parse_metrics(proxy.metrics_text())
+        uptime = time.monotonic() - t_start
+        assert _sum(samples, "hybridgate_requests_total", outcome="success") == N
+        assert _sum(samples, "hybridgate_tokens_total", backend="local", kind="prompt") == sum(
+            t["prompt_tokens"] for t in truth
+        )
+        assert _sum(samples, "hybridgate_tokens_total", backend="local", kind="completion") == (
+            sum(t["completion_tokens"] for t in truth)
+        )
+        busy = _sum(samples, "hybridgate_gpu_busy_seconds_total", pool="h100")
+        assert math.isclose(busy, ours, rel_tol=1e-9)  # nothing in flight: busy is settled
+        cost = _sum(samples, "hybridgate_cost_usd_total", backend="local")
+        assert math.isclose(cost, busy * USD_PER_GPU_HOUR / 3600, rel_tol=1e-9)
+        assert math.isclose(cost, math.fsum(e["cost_usd"] for e in events), rel_tol=1e-9)
+        prov = _sum(samples, "hybridgate_gpu_provisioned_seconds_total", pool="h100")
+        # Once, not once per worker: at most the supervisor's whole life, 1 GPU.
+        assert busy < prov < uptime + 60
+        assert _sum(samples, "hybridgate_inflight_requests", backend="local") == 0
+
+
+def test_reload_reaches_every_worker_then_kill_and_sigterm(stack: Any) -> None:
+    proxy, _vllm, log = stack
+    cfg = yaml.safe_load(proxy.config_path.read_text())
+    cfg["models"]["chat2"] = cfg["models"]["chat"]
+    proxy.config_path.write_text(yaml.safe_dump(cfg))
+    proxy.proc.signal(signal.SIGHUP)
+    # Each worker reloads on its own (a few hundred ms: prices are re-read); then all know it.
+    wait_for(lambda: all([_serves(proxy, "chat2") for _ in range(8)]), "every worker reloaded")
+    answers = [_serves(proxy, "chat2") for _ in range(16)]
+    assert all(answers)  # whichever worker took it knew the alias: every worker reloaded
+
+    first = _workers(proxy)
+    os.kill(first[0], signal.SIGKILL)
+    wait_for(lambda: len(w := _workers(proxy)) == 2 and first[0] not in w, "a replacement worker")
+    wait_for(lambda: _serves(proxy), "serving after the restart", timeout=30)
+    with httpx.Client(timeout=30) as client:
+        for _ in range(12):
+            r = client.post(
+                f"{proxy.base_url}/chat/completions",
+                headers={"Authorization": f"Bearer {KEY}"},
+                json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]},
+            )
+            assert r.status_code == 200, r.text
+    wait_for(lambda: proxy.metric("hybridgate_requests_total") >= 12 + 17, "counted")
+    family = [proxy.proc.pid, *_workers(proxy)]
+    proxy.proc.signal(signal.SIGTERM)  # the supervisor only: it must stop its workers
+    proxy.proc.proc.wait(timeout=60)
+    assert proxy.proc.proc.returncode == 0
+    assert not [p for p in family if _alive(p)]
+    lines = len(log.read_text().splitlines())
+    assert lines >= 12 + 17  # the hub drained the request log before it exited
+
+
+def _serves(proxy: ProxyHandle, model: str = "chat") -> bool:
+    try:
+        return (
+            proxy.chat(model=model, messages=[{"role": "user", "content": "x"}]).status_code == 200
+        )
+    except httpx.HTTPError:
+        return False
+
+
+def test_memory_state_with_budgets_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "budget.yaml"
+    path.write_text(
+        "tenants: {team-a: {monthly_api_budget_usd: 5}}\n"
+        "auth: {keys: [{key: sk-a-123456789, tenant: team-a}]}\n"
+        "backends: {api: {type: openai, base_url: 'http://127.0.0.1:9/v1'}}\n"
+        "models: {chat: {targets: [{backend: api, model: gpt-4o-mini}]}}\n"
+    )
+    r = subprocess.run(
+        [PYTHON, "-m", "proxy", "serve", "-c", str(path), "--workers", "2", "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2
+    assert "redis://" in r.stderr and "--workers 2" in r.stderr
