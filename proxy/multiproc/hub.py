@@ -18,7 +18,6 @@ from typing import Any
 
 import orjson
 
-from proxy.config import Config
 from proxy.handler import Receive, Scope, Send, read_body
 from proxy.metering.events import Attempt, UsageEvent
 from proxy.metering.meter import Meter, PoolFactory
@@ -122,16 +121,3 @@ class Hub:
         totals = self.gate.runtime.inflight  # the gauge reads this dict
         for name in totals:
             totals[name] = sum(w.get(name, 0) for w in self._inflight.values())
-
-
-def config_snapshot(source: str, run_dir: Path) -> Path:
-    """The config every worker starts from: a copy of the file the supervisor validated."""
-    current = run_dir / "current.yaml"
-    shutil.copyfile(source, current)
-    return current
-
-
-def validated_from(path: Path) -> Config:
-    from proxy.config import load_config
-
-    return load_config(path)
