@@ -439,9 +439,10 @@ class _Request:
         """Decide about an upstream 4xx/5xx: fail over (raise) or pass it back (return)."""
         status = upstream.status
         err_body, code = normalize_upstream_error(status, raw, target.backend)
-        if status in (401, 403) and not target.self_hosted:
+        if status in (401, 403):
             # Our credentials for the upstream were refused: the client can do nothing
-            # about it, and the upstream's text may quote part of the key.
+            # about it, and the upstream's text may quote part of the key. Self-hosted
+            # too (vLLM's --api-key): passed back, its 401 would blame the client's key.
             raise _Failover(
                 "auth",
                 _err(

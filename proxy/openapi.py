@@ -7,7 +7,8 @@ common ones (`additionalProperties` allowed: the proxy forwards what it does not
 responses including OpenAI's error shape, and the security each route needs. The
 schema is data; nothing here runs on the request path. It also replaces FastAPI's 422
 validation response (the proxy answers 400 in OpenAI's shape) and documents the error
-statuses each operator route really returns.
+statuses each operator route really returns. The aliases (the `model` enum) are shown
+only to callers who may list them.
 
 The OpenAI paths are also registered as POST routes in the ops app that delegate to
 the same Handler: the fast path in app.py serves them first, and the route table makes
@@ -19,10 +20,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
 from starlette.routing import Route
 
+from proxy.errors import ProxyError
 from proxy.handler import ENDPOINTS
 from proxy.live.window import WINDOWS
 
@@ -231,11 +234,13 @@ def _common_body(model: dict[str, Any]) -> dict[str, Any]:
 
 
 def _request_schemas(aliases: list[str]) -> dict[str, Any]:
-    model = {
+    model: dict[str, Any] = {
         "type": "string",
-        "enum": aliases,
+        "minLength": 1,
         "description": "A model alias of this proxy (GET /v1/models); others get 404.",
     }
+    if aliases:
+        model["enum"] = aliases
     chat = {
         **_common_body(model),
         "messages": {"type": "array", "items": _ref("ChatMessage"), "minItems": 1},
@@ -446,7 +451,11 @@ def build_schema(app: FastAPI, aliases: list[str]) -> dict[str, Any]:
 
 
 def install(app: FastAPI, gate: Any) -> None:
-    """Hook for build_ops_app: the custom `openapi()` and the OpenAI routes' 405s."""
+    """Hook for build_ops_app: the document at /openapi.json and the OpenAI routes' 405s.
+
+    The document names the model aliases only to callers who may list them (a client or
+    admin key, or an open proxy), as GET /v1/models does; others get `model: string`.
+    """
     for path in ENDPOINTS:
         for p in (path, path.removeprefix("/v1")):
             app.router.routes.append(
@@ -454,14 +463,27 @@ def install(app: FastAPI, gate: Any) -> None:
             )
     cache: dict[tuple[str, ...], dict[str, Any]] = {}
 
-    def openapi() -> dict[str, Any]:
-        aliases = tuple(gate.runtime.config.models)  # a reload can change them
+    def document(aliases: tuple[str, ...]) -> dict[str, Any]:
         if aliases not in cache:
-            cache.clear()
+            if len(cache) > 8:  # reloads changed the aliases: forget the old ones
+                cache.clear()
             cache[aliases] = build_schema(app, list(aliases))
         return cache[aliases]
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    async def openapi_json(request: Request) -> JSONResponse:
+        rt = gate.runtime
+        headers = dict(request.scope["headers"])
+        try:
+            rt.auth.client(headers)
+            may_list = True
+        except ProxyError:
+            may_list = rt.auth.is_admin(headers)
+        return JSONResponse(document(tuple(rt.config.models) if may_list else ()))
+
+    url = app.openapi_url or "/openapi.json"
+    app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != url]
+    app.add_route(url, openapi_json, include_in_schema=False)
+    app.openapi = lambda: document(())  # type: ignore[method-assign]
 
 
 class _Delegate:

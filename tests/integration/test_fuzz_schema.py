@@ -57,11 +57,11 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyHandle]:
 
 @pytest.fixture(scope="module")
 def schema(proxy: ProxyHandle) -> Any:
-    return schemathesis.openapi.from_url(f"{proxy.url}/openapi.json")
+    return schemathesis.openapi.from_url(f"{proxy.url}/openapi.json", headers=client_headers())
 
 
 def test_the_document_describes_the_openai_routes(proxy: ProxyHandle) -> None:
-    doc = httpx.get(f"{proxy.url}/openapi.json").json()
+    doc = httpx.get(f"{proxy.url}/openapi.json", headers=client_headers()).json()
     chat = doc["paths"]["/v1/chat/completions"]["post"]
     body = doc["components"]["schemas"]["ChatCompletionRequest"]
     assert body["required"] == ["model", "messages"] and body["additionalProperties"] is True
@@ -83,6 +83,15 @@ def test_the_document_describes_the_openai_routes(proxy: ProxyHandle) -> None:
         assert doc["paths"][path]["post"]["security"] == [{"apiKey": []}]
     assert doc["paths"]["/costs/report"]["get"]["security"] == [{"adminKey": []}]
     assert "422" not in doc["paths"]["/costs/report"]["get"]["responses"]
+    # Without a key the document does not name the aliases (as /v1/models would not).
+    public = httpx.get(f"{proxy.url}/openapi.json")
+    assert (
+        "enum"
+        not in public.json()["components"]["schemas"]["ChatCompletionRequest"]["properties"][
+            "model"
+        ]
+    )
+    assert not any(f'"{alias}"' in public.text for alias in ALIASES)
     # Other methods on an OpenAI route: an OpenAI-shaped 405, not a 404.
     r = httpx.get(f"{proxy.base_url}/chat/completions")
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
