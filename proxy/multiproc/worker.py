@@ -37,7 +37,7 @@ log = logging.getLogger("hybridgate.workers")
 
 _FAST_PATHS = {**{p: p for p in ENDPOINTS}, **{p[3:]: p for p in ENDPOINTS}}
 _HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"host", CLIENT_HEADER}
-_LIVE = b'{"status":"ok"}'
+_LIVE = b'{"status":"ok","worker":%d}'  # which worker answered: supervisors and tests ask
 GAUGE_INTERVAL_S = 1.0  # with no traffic, the in-flight gauges still reach the hub this often
 RETRY_S = 0.2
 SHUTDOWN_FLUSH_S = 10.0
@@ -167,7 +167,8 @@ class WorkerApp:
                 scope["path"] = path
                 await self.handler(scope, receive, send)
             elif scope["path"] == "/health/live":
-                await _send(send, 200, _LIVE, [(b"content-type", b"application/json")])
+                live = _LIVE % os.getpid()
+                await _send(send, 200, live, [(b"content-type", b"application/json")])
             else:
                 await self.relay(scope, receive, send)
         elif scope["type"] == "lifespan":

@@ -65,8 +65,17 @@ def read_log(path: Path, expect: int, timeout: float = 10.0) -> list[dict[str, A
         time.sleep(0.05)
 
 
-async def _drive(base_url: str, jobs: list[dict[str, Any]], concurrency: int) -> list[Any]:
-    client = openai.AsyncOpenAI(base_url=base_url, api_key=KEY, max_retries=0)
+async def _drive(
+    base_url: str, jobs: list[dict[str, Any]], concurrency: int, keepalive: bool = True
+) -> list[Any]:
+    """Send `jobs` at `concurrency`; without keep-alive every request is a new connection
+    (so several worker processes sharing a listening socket each get some)."""
+    http = (
+        None
+        if keepalive
+        else httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0), timeout=60)
+    )
+    client = openai.AsyncOpenAI(base_url=base_url, api_key=KEY, max_retries=0, http_client=http)
     sem = asyncio.Semaphore(concurrency)
 
     async def one(job: dict[str, Any]) -> Any:

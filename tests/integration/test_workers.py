@@ -75,6 +75,14 @@ def stack(tmp_path: Path) -> Any:
         cfg = config(vllm, api, log)
         with run_proxy(tmp_path, cfg, args=["--workers", "2"]) as proxy:
             wait_for(lambda: len(_workers(proxy)) == 2, "two workers")
+            seen: set[int] = set()
+
+            def both_accepting() -> bool:  # a new connection per probe: any worker may take it
+                with httpx.Client(timeout=5) as c:
+                    seen.add(c.get(f"{proxy.url}/health/live").json()["worker"])
+                return seen >= set(_workers(proxy))
+
+            wait_for(both_accepting, "both workers accepting connections")
             yield proxy, vllm, log
 
 
@@ -90,7 +98,7 @@ def test_books_exact_across_two_workers(stack: Any) -> None:
         }
         for i in range(N)
     ]
-    asyncio.run(_drive(proxy.base_url, jobs, 16))
+    asyncio.run(_drive(proxy.base_url, jobs, 16, keepalive=False))
     events = read_log(log, N)
     assert len(events) == N
     # Both workers served: the request id carries the serving process's pid.
