@@ -20,6 +20,7 @@ from proxy.access import MetricsGuard
 from proxy.config import Config
 from proxy.errors import ProxyError, error_type_for
 from proxy.handler import ENDPOINTS, Handler, Receive, Scope, Send
+from proxy.lifespan import run_lifespan
 from proxy.live import LiveCosts
 from proxy.live import register_routes as register_live_routes
 from proxy.metering.crosscheck import EngineCrossCheck
@@ -76,28 +77,21 @@ class HybridGateApp:
         await self.ops(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            msg = await receive()
-            if msg["type"] == "lifespan.startup":
-                try:
-                    await self.runtime.start()
-                    await self.state.start()
-                except Exception as exc:
-                    log.exception("startup failed")
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                self.reloader.install_signal_handler()
-                self.live.start()
-                self.crosscheck.start()
-                await send({"type": "lifespan.startup.complete"})
-            elif msg["type"] == "lifespan.shutdown":
-                await self.reloader.close()
-                await self.live.stop()
-                await self.crosscheck.stop()
-                await self.runtime.stop()
-                await self.state.stop()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await run_lifespan(receive, send, self._startup, self._shutdown)
+
+    async def _startup(self) -> None:
+        await self.runtime.start()
+        await self.state.start()
+        self.reloader.install_signal_handler()
+        self.live.start()
+        self.crosscheck.start()
+
+    async def _shutdown(self) -> None:
+        await self.reloader.close()
+        await self.live.stop()
+        await self.crosscheck.stop()
+        await self.runtime.stop()
+        await self.state.stop()
 
 
 def _openai_error(status: int, message: str, code: str | None = None) -> JSONResponse:

@@ -23,6 +23,7 @@ import orjson
 from proxy.config import Config
 from proxy.errors import ProxyError
 from proxy.handler import ENDPOINTS, Handler, Receive, Scope, Send, read_body, send_error
+from proxy.lifespan import run_lifespan
 from proxy.metering.events import UsageEvent
 from proxy.metering.meter import Meter
 from proxy.metering.shared_gpu import shared_pool_factory
@@ -214,30 +215,23 @@ class WorkerApp:
                 )
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            msg = await receive()
-            if msg["type"] == "lifespan.startup":
-                try:
-                    await self.runtime.start()
-                    await self.state.start()
-                except Exception as exc:
-                    log.exception("worker startup failed")
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                self.forwarder.start()
-                self.reloader.install_signal_handler()
-                if os.stat(self.config_path).st_ino != self.loaded_ino:
-                    # the hub accepted a new config while this worker was starting (its
-                    # SIGHUP was ignored until now): take it up
-                    self.reloader._on_sighup()
-                await send({"type": "lifespan.startup.complete"})
-            elif msg["type"] == "lifespan.shutdown":
-                await self.reloader.close()
-                await self.runtime.stop()
-                await self.forwarder.stop()
-                await self.state.stop()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await run_lifespan(receive, send, self._startup, self._shutdown)
+
+    async def _startup(self) -> None:
+        await self.runtime.start()
+        await self.state.start()
+        self.forwarder.start()
+        self.reloader.install_signal_handler()
+        if os.stat(self.config_path).st_ino != self.loaded_ino:
+            # the hub accepted a new config while this worker was starting (its SIGHUP
+            # was ignored until now): take it up
+            self.reloader._on_sighup()
+
+    async def _shutdown(self) -> None:
+        await self.reloader.close()
+        await self.runtime.stop()
+        await self.forwarder.stop()
+        await self.state.stop()
 
 
 async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:

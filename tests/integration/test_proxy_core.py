@@ -389,6 +389,7 @@ def test_unreachable_backend_names_it_not_its_key(proxy: ProxyHandle) -> None:
 
 
 def test_models_health_and_metrics(proxy: ProxyHandle) -> None:
+    assert proxy.chat(model="chat", messages=MSGS, max_tokens=2).status_code == 200
     models = httpx.get(f"{proxy.base_url}/models", headers=proxy.headers()).json()
     assert models["object"] == "list"
     assert sorted(m["id"] for m in models["data"]) == ["broken", "chat", "frontier"]

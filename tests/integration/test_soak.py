@@ -24,13 +24,6 @@ KEY = "sk-soak-key-1234"
 USD_PER_GPU_HOUR = 2.5
 
 
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 def fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -68,7 +61,7 @@ async def drive(
     async def sampler() -> None:
         t0 = time.monotonic()
         while time.monotonic() < stop:
-            samples.append((time.monotonic() - t0, rss_kb(pid), fds(pid)))
+            samples.append((time.monotonic() - t0, proxy.proc.rss_kb(), fds(pid)))
             await asyncio.sleep(1.0)
 
     await asyncio.gather(sampler(), *(worker(w) for w in range(concurrency)))
