@@ -1,9 +1,11 @@
-"""The floor for a Python proxy: uvicorn + raw ASGI + one aiohttp session, nothing else.
+"""The floor for a Python proxy: uvicorn + raw ASGI + one upstream client, nothing else.
 
 Run it beside `hybridgate serve` against the same upstream to see what hybridgate's own
-features (auth, routing, metering, metrics) cost on top of moving the bytes:
+features (auth, routing, metering, metrics) cost on top of moving the bytes, and what the
+upstream client costs: `--client aiohttp` (a pooled aiohttp session, hybridgate's client
+until 2026-11-27) or `--client h1` (proxy/backends/h1client.py, hybridgate's client now):
 
-    python bench/bare_passthrough.py --port 14001 --upstream http://127.0.0.1:18000/v1
+    python bench/bare_passthrough.py --port 14001 --upstream http://127.0.0.1:18000/v1 --client h1
 """
 
 from __future__ import annotations
@@ -14,9 +16,28 @@ from typing import Any
 import aiohttp
 import uvicorn
 
+from proxy.backends.h1client import H1Pool
 
-def make_app(upstream: str) -> Any:
+
+def make_app(upstream: str, client: str) -> Any:
     session: aiohttp.ClientSession | None = None
+    pool = H1Pool(
+        upstream,
+        {"Content-Type": "application/json"},
+        connect_timeout_s=5,
+        read_timeout_s=60,
+        max_idle=256,
+    )
+
+    async def forward(body: bytes) -> tuple[int, bytes]:
+        if client == "h1":
+            resp = await pool.request("POST", "/chat/completions", body)
+            return resp.status, await resp.read()
+        assert session is not None
+        async with session.post(
+            upstream + "/chat/completions", data=body, headers={"Content-Type": "application/json"}
+        ) as r:
+            return r.status, await r.read()
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         nonlocal session
@@ -31,6 +52,7 @@ def make_app(upstream: str) -> Any:
                 else:
                     assert session is not None
                     await session.close()
+                    pool.close()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         body = b""
@@ -39,15 +61,11 @@ def make_app(upstream: str) -> Any:
             msg = await receive()
             body += msg.get("body", b"")
             more = msg.get("more_body", False)
-        assert session is not None
-        async with session.post(
-            upstream + "/chat/completions", data=body, headers={"Content-Type": "application/json"}
-        ) as r:
-            data = await r.read()
+        status, data = await forward(body)
         await send(
             {
                 "type": "http.response.start",
-                "status": r.status,
+                "status": status,
                 "headers": [(b"content-type", b"application/json")],
             }
         )
@@ -60,9 +78,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=14001)
     ap.add_argument("--upstream", default="http://127.0.0.1:18000/v1")
+    ap.add_argument("--client", choices=("aiohttp", "h1"), default="h1")
     args = ap.parse_args()
     uvicorn.run(
-        make_app(args.upstream),
+        make_app(args.upstream, args.client),
         host="127.0.0.1",
         port=args.port,
         loop="uvloop",

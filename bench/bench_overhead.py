@@ -2,8 +2,10 @@
 
 Starts the simulator in API mode with zero latency (the upstream), `hybridgate serve` in
 front of it (metering, Prometheus, the windowed cost model and auth all on, memory://
-state), and the bare uvicorn+aiohttp passthrough (bench/bare_passthrough.py) as the floor
-of any Python proxy. Then, for each target:
+state), and two bare passthroughs (bench/bare_passthrough.py: uvicorn + raw ASGI + an
+upstream client, nothing else) as the floor of any Python proxy, one with aiohttp and one
+with hybridgate's own client (proxy/backends/h1client.py), so the client's share is measured
+in the same run. Then, for each target:
 
 - sequential latency (one request at a time): median and p99, non-streaming and streaming
   (time to first chunk and to the end of a 20-chunk stream);
@@ -125,7 +127,7 @@ def main() -> None:
     ap.add_argument("--upstream-cpu", default="0")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="hg-bench-"))
-    up_port, hg_port, bare_port = free_port(), free_port(), free_port()
+    up_port, hg_port = free_port(), free_port()
     procs: list[ManagedProcess] = []
     try:
         up = ManagedProcess(
@@ -180,30 +182,45 @@ models:
             tmp / "hg.log",
         )
         procs.append(hg)
-        bare = ManagedProcess(
-            [
-                "taskset",
-                "-c",
-                args.cpu,
-                sys.executable,
-                str(ROOT / "bench" / "bare_passthrough.py"),
-                "--port",
-                str(bare_port),
-                "--upstream",
-                upstream,
-            ],
-            tmp / "bare.log",
-        )
-        procs.append(bare)
+        bare: dict[str, tuple[ManagedProcess, int]] = {}
+        for client in ("aiohttp", "h1"):
+            port = free_port()
+            bare[client] = (
+                ManagedProcess(
+                    [
+                        "taskset",
+                        "-c",
+                        args.cpu,
+                        sys.executable,
+                        str(ROOT / "bench" / "bare_passthrough.py"),
+                        "--port",
+                        str(port),
+                        "--upstream",
+                        upstream,
+                        "--client",
+                        client,
+                    ],
+                    tmp / f"bare-{client}.log",
+                ),
+                port,
+            )
+            procs.append(bare[client][0])
         wait_http(f"http://127.0.0.1:{up_port}/v1/models", 30, up.proc)
         wait_http(f"http://127.0.0.1:{hg_port}/health/live", 60, hg.proc)
         time.sleep(1.0)
         auth = {"Authorization": f"Bearer {KEY}"}
         results = {
             "direct": measure("direct", f"{upstream}/chat/completions", {}, None, args),
-            "bare passthrough": measure(
-                "bare", f"http://127.0.0.1:{bare_port}/v1/chat/completions", {}, bare.pid, args
-            ),
+            **{
+                f"bare {client}": measure(
+                    f"bare-{client}",
+                    f"http://127.0.0.1:{port}/v1/chat/completions",
+                    {},
+                    proc.pid,
+                    args,
+                )
+                for client, (proc, port) in bare.items()
+            },
             "hybridgate": measure(
                 "hybridgate", f"http://127.0.0.1:{hg_port}/v1/chat/completions", auth, hg.pid, args
             ),

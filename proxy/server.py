@@ -24,6 +24,9 @@ def uvicorn_options(config: Config) -> dict[str, Any]:
         "timeout_graceful_shutdown": 30,
         "server_header": False,
         "date_header": False,
+        # X-Forwarded-For is not trusted: a local client could otherwise pick the address
+        # that /metrics' network allowlist sees (and the rewrite costs every request).
+        "proxy_headers": False,
     }
 
 

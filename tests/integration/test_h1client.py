@@ -1,0 +1,226 @@
+"""The lean upstream client (proxy/backends/h1client.py) against real HTTP servers on loopback.
+
+Each server here is a raw asyncio server that answers with exactly the bytes a case needs
+(keep-alive, chunked, read-until-close, a 100 Continue first, a broken answer, silence), so
+the client's handling of each is seen on a real socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+
+from proxy.backends.h1client import H1Pool, UpstreamClosed
+
+pytestmark = pytest.mark.timeout(30)
+
+Answer = Callable[[bytes], Awaitable[bytes | None]]
+
+
+class RawServer:
+    """Reads one request at a time (head + Content-Length body) and writes `answer(request)`;
+    None closes the connection without a word."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                request = head + await reader.readexactly(length)
+                self.requests.append(request)
+                out = await self.answer(request)
+                if out is None:
+                    break
+                writer.write(out)
+                await writer.drain()
+                if b"connection: close" in out.lower():
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@asynccontextmanager
+async def serving(answer: Answer) -> AsyncIterator[tuple[RawServer, str]]:
+    raw = RawServer(answer)
+    server = await asyncio.start_server(raw.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield raw, f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.close()
+        for w in raw.writers:
+            w.close()
+        await server.wait_closed()
+
+
+def pool(url: str, read_timeout_s: float = 5.0) -> H1Pool:
+    return H1Pool(
+        url,
+        {"Content-Type": "application/json", "Authorization": "Bearer sk-up"},
+        connect_timeout_s=2.0,
+        read_timeout_s=read_timeout_s,
+        max_idle=8,
+    )
+
+
+def ok(body: bytes, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+async def test_request_bytes_and_keep_alive_reuse() -> None:
+    async def answer(req: bytes) -> bytes:
+        return ok(b'{"n": %d}' % len(req), b"x-request-id: r1\r\n")
+
+    async with serving(answer) as (raw, url):
+        p = pool(url)
+        for _ in range(5):
+            resp = await p.request("POST", "/chat/completions", b'{"model":"m"}')
+            assert resp.status == 200
+            assert (b"x-request-id", b"r1") in resp.raw_headers
+            assert (await resp.read()).startswith(b'{"n": ')
+        p.close()
+    assert raw.connections == 1  # one connection, reused four times
+    first = raw.requests[0]
+    host = url.split("//")[1].split("/")[0].encode()
+    assert first.startswith(b"POST /v1/chat/completions HTTP/1.1\r\nHost: " + host + b"\r\n")
+    assert b"Authorization: Bearer sk-up\r\n" in first
+    assert first.endswith(b'Content-Length: 13\r\n\r\n{"model":"m"}')
+
+
+async def test_chunked_and_until_close_bodies() -> None:
+    async def chunked(req: bytes) -> bytes:
+        return (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        )
+
+    async with serving(chunked) as (raw, url):
+        p = pool(url)
+        resp = await p.request("POST", "/x", b"{}")
+        assert [c async for c in resp.chunks()] != []
+        resp = await p.request("POST", "/x", b"{}")
+        assert await resp.read() == b"hello world"
+        p.close()
+    assert raw.connections == 1
+
+    async def until_close(req: bytes) -> bytes:
+        return b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it"
+
+    async with serving(until_close) as (raw, url):
+        p = pool(url)
+        assert await (await p.request("POST", "/x", b"{}")).read() == b"all of it"
+        assert await (await p.request("POST", "/x", b"{}")).read() == b"all of it"
+        p.close()
+    assert raw.connections == 2  # not reused after connection: close
+
+
+async def test_interim_100_continue_is_skipped() -> None:
+    async def answer(req: bytes) -> bytes:
+        return b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"done")
+
+    async with serving(answer) as (_, url):
+        p = pool(url)
+        resp = await p.request("POST", "/x", b"{}")
+        assert resp.status == 200
+        assert await resp.read() == b"done"
+        p.close()
+
+
+async def test_idle_connection_closed_by_server_is_retried_once_on_a_new_one() -> None:
+    async def answer(req: bytes) -> bytes:
+        return ok(b"fine")
+
+    async with serving(answer) as (raw, url):
+        p = pool(url)
+        assert await (await p.request("POST", "/x", b"{}")).read() == b"fine"
+        for w in raw.writers:  # the server drops its idle keep-alive connection...
+            w.transport.abort()
+        await asyncio.sleep(0.05)
+        # ...and the next request still succeeds, on a second connection.
+        assert await (await p.request("POST", "/x", b"{}")).read() == b"fine"
+        p.close()
+    assert raw.connections == 2
+
+
+async def test_connection_dropped_after_reading_the_request_is_an_error() -> None:
+    async def answer(req: bytes) -> None:
+        return None  # read it, then hang up without answering
+
+    async with serving(answer) as (raw, url):
+        p = pool(url)
+        with pytest.raises(UpstreamClosed):
+            await p.request("POST", "/x", b"{}")
+        p.close()
+    assert raw.connections == 1  # a fresh connection is not retried
+
+
+async def test_body_cut_short_is_a_connection_error() -> None:
+    async def short(req: bytes) -> bytes:
+        return b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\nconnection: close\r\n\r\nonly this"
+
+    async with serving(short) as (_, url):
+        p = pool(url)
+        resp = await p.request("POST", "/x", b"{}")
+        with pytest.raises(ConnectionError):
+            await resp.read()
+        p.close()
+
+
+async def test_read_timeout_and_malformed_answer() -> None:
+    async def silent(req: bytes) -> bytes:
+        await asyncio.sleep(10)
+        return ok(b"late")
+
+    async with serving(silent) as (_, url):
+        p = pool(url, read_timeout_s=0.2)
+        with pytest.raises(TimeoutError):
+            await p.request("POST", "/x", b"{}")
+        p.close()
+
+    async def garbage(req: bytes) -> bytes:
+        return b"NOT HTTP AT ALL\r\n\r\n"
+
+    async with serving(garbage) as (_, url):
+        p = pool(url)
+        with pytest.raises(ValueError):
+            await p.request("POST", "/x", b"{}")
+        p.close()
+
+
+async def test_refused_connection_is_an_oserror() -> None:
+    async with serving(lambda req: asyncio.sleep(0, ok(b""))) as (_, url):
+        pass  # the server is gone: its port now refuses
+    p = pool(url)
+    with pytest.raises(OSError):
+        await p.request("POST", "/x", b"{}")
+
+
+async def test_stream_pieces_are_bounded_and_complete() -> None:
+    payload = bytes(range(256)) * 1024  # 256 KiB
+
+    async def answer(req: bytes) -> bytes:
+        return ok(payload)
+
+    async with serving(answer) as (_, url):
+        p = pool(url)
+        resp = await p.request("POST", "/x", b"{}")
+        pieces = [c async for c in resp.chunks()]
+        assert b"".join(pieces) == payload
+        assert max(len(c) for c in pieces) <= 16 * 1024
+        p.close()
