@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import uvicorn
@@ -21,6 +22,7 @@ from proxy.backends.h1client import H1Pool
 
 def make_app(upstream: str, client: str) -> Any:
     session: aiohttp.ClientSession | None = None
+    prefix = urlsplit(upstream).path.rstrip("/")
     pool = H1Pool(
         upstream,
         {"Content-Type": "application/json"},
@@ -31,7 +33,7 @@ def make_app(upstream: str, client: str) -> Any:
 
     async def forward(body: bytes) -> tuple[int, bytes]:
         if client == "h1":
-            resp = await pool.request("POST", "/chat/completions", body)
+            resp = await pool.request("POST", prefix + "/chat/completions", body)
             return resp.status, await resp.read()
         assert session is not None
         async with session.post(

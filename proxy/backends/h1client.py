@@ -266,7 +266,7 @@ class H1Pool:
 
     def __init__(
         self,
-        base_url: str,
+        origin: str,
         headers: dict[str, str],
         *,
         connect_timeout_s: float | None,
@@ -274,12 +274,11 @@ class H1Pool:
         max_idle: int,
         keepalive_s: float = 30.0,
     ) -> None:
-        url = urlsplit(base_url)
+        url = urlsplit(origin)  # any path in it is ignored
         if url.scheme not in ("http", "https") or not url.hostname:
-            raise ValueError(f"not an http(s) URL: {base_url!r}")
+            raise ValueError(f"not an http(s) URL: {origin!r}")
         self.host = url.hostname
         self.port = url.port or (443 if url.scheme == "https" else 80)
-        self.prefix = url.path.rstrip("/")
         self.ssl: ssl.SSLContext | None = (
             ssl.create_default_context() if url.scheme == "https" else None
         )
@@ -300,13 +299,17 @@ class H1Pool:
         key = method + path
         start = self._starts.get(key)
         if start is None:
-            start = f"{method} {self.prefix}{path} HTTP/1.1\r\n".encode("latin-1") + self._head
+            start = f"{method} {path} HTTP/1.1\r\n".encode("latin-1") + self._head
             self._starts[key] = start
         return start
 
     async def request(self, method: str, path: str, body: bytes = b"") -> H1Response:
-        """Send and wait for the answer's head. OSError/TimeoutError/ValueError if none came."""
-        head = self._start(method, path) + b"Content-Length: %d\r\n\r\n" % len(body)
+        """Send and wait for the answer's head. OSError/TimeoutError/ValueError if none came.
+        `path` is the whole request target (the pool knows only the origin)."""
+        if body or method != "GET":
+            head = self._start(method, path) + b"Content-Length: %d\r\n\r\n" % len(body)
+        else:
+            head = self._start(method, path) + b"\r\n"
         conn = self._reuse()
         if conn is not None:
             try:

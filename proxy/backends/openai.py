@@ -3,14 +3,15 @@
 The body goes through as bytes, over the lean keep-alive client in `h1client` (measured in
 DESIGN.md and bench/RESULTS.md: httpx's default transport caps a passthrough near 1,000 req/s
 on one core; aiohttp was a third of the proxy's CPU per request). Health checks and engine
-metrics, off the request path, use aiohttp.
+metrics share the same pool: a second client's idle keep-alive connections would each hold
+one of a thread-per-connection server's workers (llama.cpp's) and starve the requests.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
-
-import aiohttp
+from urllib.parse import urlsplit
 
 from proxy.backends.base import UpstreamFailure
 from proxy.backends.h1client import H1Pool, H1Response, UpstreamClosed
@@ -50,21 +51,25 @@ class OpenAIBackend:
             headers["Authorization"] = f"Bearer {cfg.api_key.get_secret_value()}"
         headers.update(cfg.headers)
         self._headers = headers
-        self._pool = H1Pool(
-            self.base_url,
-            headers,
-            connect_timeout_s=cfg.timeouts.connect_s,
-            read_timeout_s=cfg.timeouts.read_s,
-            max_idle=cfg.max_concurrency,
+        self._path_prefix = urlsplit(self.base_url).path.rstrip("/")
+        self._pool = self._new_pool(self.base_url)
+        self._other_pools: dict[str, H1Pool] = {}  # metrics_url on another origin
+
+    def _new_pool(self, origin: str) -> H1Pool:
+        return H1Pool(
+            origin,
+            self._headers,
+            connect_timeout_s=self.cfg.timeouts.connect_s,
+            read_timeout_s=self.cfg.timeouts.read_s,
+            max_idle=self.cfg.max_concurrency,
         )
-        self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
         """Nothing to open ahead: connections are made on first use and kept alive."""
 
     async def send(self, path: str, body: bytes, stream: bool) -> H1Response:
         try:
-            resp = await self._pool.request("POST", path, body)
+            resp = await self._pool.request("POST", self._path_prefix + path, body)
         except TimeoutError as exc:
             raise UpstreamFailure(self.name, "timeout", "no response in time") from exc
         except UpstreamClosed as exc:
@@ -80,13 +85,22 @@ class OpenAIBackend:
 
     async def get(self, path: str, timeout_s: float) -> tuple[int, bytes]:
         """A small GET for health checks and engine metrics (never on the request path)."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                headers=self._headers, auto_decompress=False, skip_auto_headers=("User-Agent",)
+        url = urlsplit(path if path.startswith("http") else self.root_url + path)
+        pool = self._pool
+        origin = f"{url.scheme}://{url.netloc}"
+        if origin != self._origin:
+            pool = self._other_pools.get(origin) or self._other_pools.setdefault(
+                origin, self._new_pool(origin)
             )
-        url = path if path.startswith("http") else self.root_url + path
-        async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as r:
-            return r.status, await r.read()
+        target = (url.path or "/") + (f"?{url.query}" if url.query else "")
+        async with asyncio.timeout(timeout_s):
+            resp = await pool.request("GET", target)
+            return resp.status, await resp.read()
+
+    @property
+    def _origin(self) -> str:
+        url = urlsplit(self.base_url)
+        return f"{url.scheme}://{url.netloc}"
 
     @property
     def root_url(self) -> str:
@@ -95,6 +109,5 @@ class OpenAIBackend:
 
     async def close(self) -> None:
         self._pool.close()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for pool in self._other_pools.values():
+            pool.close()

@@ -90,7 +90,7 @@ async def test_request_bytes_and_keep_alive_reuse() -> None:
     async with serving(answer) as (raw, url):
         p = pool(url)
         for _ in range(5):
-            resp = await p.request("POST", "/chat/completions", b'{"model":"m"}')
+            resp = await p.request("POST", "/v1/chat/completions", b'{"model":"m"}')
             assert resp.status == 200
             assert (b"x-request-id", b"r1") in resp.raw_headers
             assert (await resp.read()).startswith(b'{"n": ')
@@ -112,9 +112,9 @@ async def test_chunked_and_until_close_bodies() -> None:
 
     async with serving(chunked) as (raw, url):
         p = pool(url)
-        resp = await p.request("POST", "/x", b"{}")
+        resp = await p.request("POST", "/v1/x", b"{}")
         assert [c async for c in resp.chunks()] != []
-        resp = await p.request("POST", "/x", b"{}")
+        resp = await p.request("POST", "/v1/x", b"{}")
         assert await resp.read() == b"hello world"
         p.close()
     assert raw.connections == 1
@@ -124,8 +124,8 @@ async def test_chunked_and_until_close_bodies() -> None:
 
     async with serving(until_close) as (raw, url):
         p = pool(url)
-        assert await (await p.request("POST", "/x", b"{}")).read() == b"all of it"
-        assert await (await p.request("POST", "/x", b"{}")).read() == b"all of it"
+        assert await (await p.request("POST", "/v1/x", b"{}")).read() == b"all of it"
+        assert await (await p.request("POST", "/v1/x", b"{}")).read() == b"all of it"
         p.close()
     assert raw.connections == 2  # not reused after connection: close
 
@@ -136,7 +136,7 @@ async def test_interim_100_continue_is_skipped() -> None:
 
     async with serving(answer) as (_, url):
         p = pool(url)
-        resp = await p.request("POST", "/x", b"{}")
+        resp = await p.request("POST", "/v1/x", b"{}")
         assert resp.status == 200
         assert await resp.read() == b"done"
         p.close()
@@ -148,12 +148,12 @@ async def test_idle_connection_closed_by_server_is_retried_once_on_a_new_one() -
 
     async with serving(answer) as (raw, url):
         p = pool(url)
-        assert await (await p.request("POST", "/x", b"{}")).read() == b"fine"
+        assert await (await p.request("POST", "/v1/x", b"{}")).read() == b"fine"
         for w in raw.writers:  # the server drops its idle keep-alive connection...
             w.transport.abort()
         await asyncio.sleep(0.05)
         # ...and the next request still succeeds, on a second connection.
-        assert await (await p.request("POST", "/x", b"{}")).read() == b"fine"
+        assert await (await p.request("POST", "/v1/x", b"{}")).read() == b"fine"
         p.close()
     assert raw.connections == 2
 
@@ -165,7 +165,7 @@ async def test_connection_dropped_after_reading_the_request_is_an_error() -> Non
     async with serving(answer) as (raw, url):
         p = pool(url)
         with pytest.raises(UpstreamClosed):
-            await p.request("POST", "/x", b"{}")
+            await p.request("POST", "/v1/x", b"{}")
         p.close()
     assert raw.connections == 1  # a fresh connection is not retried
 
@@ -176,7 +176,7 @@ async def test_body_cut_short_is_a_connection_error() -> None:
 
     async with serving(short) as (_, url):
         p = pool(url)
-        resp = await p.request("POST", "/x", b"{}")
+        resp = await p.request("POST", "/v1/x", b"{}")
         with pytest.raises(ConnectionError):
             await resp.read()
         p.close()
@@ -190,7 +190,7 @@ async def test_read_timeout_and_malformed_answer() -> None:
     async with serving(silent) as (_, url):
         p = pool(url, read_timeout_s=0.2)
         with pytest.raises(TimeoutError):
-            await p.request("POST", "/x", b"{}")
+            await p.request("POST", "/v1/x", b"{}")
         p.close()
 
     async def garbage(req: bytes) -> bytes:
@@ -199,8 +199,21 @@ async def test_read_timeout_and_malformed_answer() -> None:
     async with serving(garbage) as (_, url):
         p = pool(url)
         with pytest.raises(ValueError):
-            await p.request("POST", "/x", b"{}")
+            await p.request("POST", "/v1/x", b"{}")
         p.close()
+
+
+async def test_get_without_a_body_and_the_pool_takes_only_the_origin() -> None:
+    async def answer(req: bytes) -> bytes:
+        return ok(b"ok")
+
+    async with serving(answer) as (raw, url):
+        p = pool(url)  # url ends in /v1: the request target is given whole
+        resp = await p.request("GET", "/health?full=1")
+        assert (resp.status, await resp.read()) == (200, b"ok")
+        p.close()
+    assert raw.requests[0].startswith(b"GET /health?full=1 HTTP/1.1\r\n")
+    assert b"Content-Length" not in raw.requests[0]
 
 
 async def test_refused_connection_is_an_oserror() -> None:
@@ -208,7 +221,7 @@ async def test_refused_connection_is_an_oserror() -> None:
         pass  # the server is gone: its port now refuses
     p = pool(url)
     with pytest.raises(OSError):
-        await p.request("POST", "/x", b"{}")
+        await p.request("POST", "/v1/x", b"{}")
 
 
 async def test_stream_pieces_are_bounded_and_complete() -> None:
@@ -219,7 +232,7 @@ async def test_stream_pieces_are_bounded_and_complete() -> None:
 
     async with serving(answer) as (_, url):
         p = pool(url)
-        resp = await p.request("POST", "/x", b"{}")
+        resp = await p.request("POST", "/v1/x", b"{}")
         pieces = [c async for c in resp.chunks()]
         assert b"".join(pieces) == payload
         assert max(len(c) for c in pieces) <= 16 * 1024

@@ -200,8 +200,10 @@ def test_only_self_hosted_never_reaches_the_api_whatever_happens(tmp_path: Path)
                 assert "not sent anywhere else" in a.error["message"]
         assert chat_count(api) == 0
 
-        # The API was there all along: unrestricted requests reach it.
+        # The API was there all along: unrestricted requests reach it (once its health
+        # check has seen it recover from the last knobs, health_503 and refuse_connections).
         api.clear_faults()
+        wait_for(lambda: ready(proxy)["backends"]["api"] != "down", "api back up")
         a = ask(proxy.base_url)
         assert a.status == 200 and a.backend == "api"
         assert chat_count(api) == 1
