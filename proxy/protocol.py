@@ -6,7 +6,8 @@ few seconds holds its connection forever. Two timers close that gap: the headers
 complete within `limits.header_timeout_s` of the request's first byte (or of the
 connection opening), and the body within `limits.body_timeout_s` of the headers. On
 expiry the connection is closed (with a 408 when nothing has been answered yet); the
-request path sees a disconnect and meters it as one.
+request path sees a disconnect and meters it as one. A deadline is met up to a tenth of the
+shorter timeout late (one sweep per event loop, not timers per request).
 """
 
 from __future__ import annotations
@@ -25,25 +26,45 @@ _408 = (
 )
 
 
+class _Sweeper:
+    """One timer per event loop checks every connection's deadline, instead of each request
+    arming and cancelling two timers of its own (they were ~4% of the proxy's CPU)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval_s: float) -> None:
+        self.loop = loop
+        self.interval_s = interval_s
+        self.conns: set[Any] = set()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def add(self, conn: Any) -> None:
+        self.conns.add(conn)
+        if self._handle is None:
+            self._handle = self.loop.call_later(self.interval_s, self._sweep)
+
+    def discard(self, conn: Any) -> None:
+        self.conns.discard(conn)
+
+    def _sweep(self) -> None:
+        self._handle = None
+        now = self.loop.time()
+        for conn in [c for c in self.conns if c._deadline is not None and c._deadline <= now]:
+            conn._deadline = None
+            conn._expire()
+        if self.conns:
+            self._handle = self.loop.call_later(self.interval_s, self._sweep)
+
+
 def guarded_protocol(header_timeout_s: float, body_timeout_s: float) -> type[HttpToolsProtocol]:
     """A protocol class (uvicorn's `http=` option) with these two deadlines."""
+    # A deadline is met at most this late: a tenth of the shorter one, within [50 ms, 1 s].
+    interval_s = min(1.0, max(0.05, min(header_timeout_s, body_timeout_s) / 10))
+    sweepers: dict[asyncio.AbstractEventLoop, _Sweeper] = {}
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
-        _guard: asyncio.TimerHandle | None = None
-        _answered = False
-
-        def _arm(self, seconds: float) -> None:
-            if self._guard is not None:
-                self._guard.cancel()
-            self._guard = self.loop.call_later(seconds, self._expire)
-
-        def _disarm(self) -> None:
-            if self._guard is not None:
-                self._guard.cancel()
-                self._guard = None
+        _deadline: float | None = None
+        _sweeper: _Sweeper
 
         def _expire(self) -> None:
-            self._guard = None
             if self.transport.is_closing():
                 return
             cycle = self.cycle
@@ -53,23 +74,29 @@ def guarded_protocol(header_timeout_s: float, body_timeout_s: float) -> type[Htt
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            self._arm(header_timeout_s)
+            sweeper = sweepers.get(self.loop)
+            if sweeper is None:
+                sweeper = sweepers[self.loop] = _Sweeper(self.loop, interval_s)
+            self._sweeper = sweeper
+            self._deadline = self.loop.time() + header_timeout_s
+            sweeper.add(self)
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
+            self._deadline = None
+            self._sweeper.discard(self)
             super().connection_lost(exc)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            if self._guard is None:
-                self._arm(header_timeout_s)
+            if self._deadline is None:
+                self._deadline = self.loop.time() + header_timeout_s
 
         def on_headers_complete(self) -> None:
-            self._arm(body_timeout_s)
+            self._deadline = self.loop.time() + body_timeout_s
             super().on_headers_complete()
 
         def on_message_complete(self) -> None:
-            self._disarm()
+            self._deadline = None
             super().on_message_complete()
 
     GuardedHttpToolsProtocol.__qualname__ = "GuardedHttpToolsProtocol"
