@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import logging
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -679,15 +680,24 @@ def _apply_usage(usage: dict[str, Any], ev: UsageEvent) -> None:
             ev.cached_tokens = min(cached, ev.prompt_tokens)
 
 
+# The usage object of a JSON answer (numbers and objects of numbers, nested once, as in
+# OpenAI's and vLLM's): parsing it alone is cheaper than parsing a long answer whole.
+_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*(\{(?:[^{}"]|"[a-z_]*"|\{[^{}]*\})*\})')
+
+
 def _usage_from_body(raw: bytes, ev: UsageEvent) -> None:
     i = raw.rfind(b'"usage"')
     if i < 0:
         return
+    m = _USAGE_OBJECT.match(raw, i)
     try:
-        data = orjson.loads(raw)
+        if m is not None:
+            usage = orjson.loads(m.group(1))
+        else:  # another shape: parse the answer whole
+            data = orjson.loads(raw)
+            usage = data.get("usage") if isinstance(data, dict) else None
     except orjson.JSONDecodeError:
         return
-    usage = data.get("usage") if isinstance(data, dict) else None
     if isinstance(usage, dict):
         _apply_usage(usage, ev)
 
