@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from proxy.errors import error_body
 
@@ -52,6 +52,88 @@ class _Sweeper:
             conn._expire()
         if self.conns:
             self._handle = self.loop.call_later(self.interval_s, self._sweep)
+
+
+class _HeadCapture:
+    """Stands in for the transport while uvicorn writes a response head: keeps the bytes."""
+
+    __slots__ = ("head", "real")
+
+    def __init__(self, real: asyncio.Transport) -> None:
+        self.real = real
+        self.head: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        self.head = data if self.head is None else self.head + data
+
+    def is_closing(self) -> bool:
+        return self.real.is_closing()
+
+    def close(self) -> None:
+        self.real.close()
+
+
+class _HeadFirst:
+    """Stands in for the transport during the first body write: the held head goes out in
+    the same write (or before a close, or on its own if uvicorn writes nothing, as for HEAD)."""
+
+    __slots__ = ("head", "real")
+
+    def __init__(self, real: asyncio.Transport, head: bytes) -> None:
+        self.real = real
+        self.head: bytes | None = head
+
+    def flush(self) -> None:
+        if self.head is not None:
+            self.real.write(self.head)
+            self.head = None
+
+    def write(self, data: bytes) -> None:
+        if self.head is not None:
+            data = self.head + data
+            self.head = None
+        self.real.write(data)
+
+    def is_closing(self) -> bool:
+        return self.real.is_closing()
+
+    def close(self) -> None:
+        self.flush()
+        self.real.close()
+
+
+class CoalescingCycle(RequestResponseCycle):
+    """uvicorn's request cycle, with the response head held back and written together with
+    the first piece of the body: one send(2) per small answer instead of two (a syscall was
+    ~7% of the proxy's CPU per request). Everything else is uvicorn's own `send`."""
+
+    _held: bytes | None = None
+
+    async def send(self, message: Any) -> None:
+        if not self.response_started and message.get("type") == "http.response.start":
+            transport = self.transport
+            capture = _HeadCapture(transport)
+            self.transport = capture  # type: ignore[assignment]
+            try:
+                await super().send(message)
+            finally:
+                self.transport = transport
+            self._held = capture.head
+            return
+        held = self._held
+        if held is None:
+            await super().send(message)
+            return
+        self._held = None
+        transport = self.transport
+        head_first = _HeadFirst(transport, held)
+        self.transport = head_first  # type: ignore[assignment]
+        try:
+            await super().send(message)
+        finally:
+            self.transport = transport
+            if not transport.is_closing():
+                head_first.flush()
 
 
 def guarded_protocol(header_timeout_s: float, body_timeout_s: float) -> type[HttpToolsProtocol]:
@@ -98,6 +180,10 @@ def guarded_protocol(header_timeout_s: float, body_timeout_s: float) -> type[Htt
         def on_message_complete(self) -> None:
             self._deadline = None
             super().on_message_complete()
+
+        def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+            cycle.__class__ = CoalescingCycle  # the same object, with the coalescing send
+            super()._start_asgi_task(cycle, app)
 
     GuardedHttpToolsProtocol.__qualname__ = "GuardedHttpToolsProtocol"
     return GuardedHttpToolsProtocol
