@@ -16,13 +16,33 @@ _EMPTY_CHOICES = (b'"choices":[]', b'"choices": []')
 _DONE = b"data: [DONE]"
 
 
-def _find_usage(event: bytes) -> int:
-    """Offset of the `"usage"` key holding an object in `event`, or -1."""
+def _find_usage(data: bytes, start: int = 0) -> int:
+    """Offset of the first `"usage"` key holding an object in `data[start:]`, or -1."""
+    found = -1
     for key in _USAGE_KEYS:
-        i = event.find(key)
-        if i >= 0:
-            return i
-    return -1
+        i = data.find(key, start)
+        if i >= 0 and (found < 0 or i < found):
+            found = i
+    return found
+
+
+def _event_start(data: bytes, lo: int, at: int) -> int:
+    """Where the event holding data[at] begins: after the last blank line (LF or CRLF)
+    between `lo` and `at`, else `lo`."""
+    i = data.rfind(b"\n\n", lo, at)
+    j = data.rfind(b"\n\r\n", lo, at)
+    return max(lo, i + 2 if i >= 0 else lo, j + 3 if j >= 0 else lo)
+
+
+def _event_end(data: bytes, at: int) -> int:
+    """Just past the blank line that ends the event holding data[at], else len(data)."""
+    i = data.find(b"\n\n", at)
+    j = data.find(b"\n\r\n", at)
+    if i < 0 and j < 0:
+        return len(data)
+    if j < 0 or (0 <= i < j):
+        return i + 2
+    return j + 3
 
 
 def _object_end(data: bytes, start: int) -> int:
@@ -119,38 +139,49 @@ class UsageTap:
         return self._process(rest) if rest.strip() else b""
 
     def _process(self, complete: bytes) -> bytes:
-        count = complete.count(b"data:")
-        if _DONE in complete:
-            self.saw_done = True
-            count -= 1
-        if _find_usage(complete) < 0:
-            self.content_events += count
+        at = _find_usage(complete)
+        if at < 0:
+            self._count(complete)
             if b'"error"' in complete and complete.lstrip().startswith(b'data: {"error"'):
                 self.saw_error = True
             return complete
-        out = []
-        for event in complete.split(b"\n\n"):
-            if not event:
-                continue
-            at = _find_usage(event)
-            if at < 0:
-                if event.startswith(b"data:") and _DONE not in event:
-                    self.content_events += 1
-                out.append(event)
-                continue
+        # Only the events that carry a usage object are looked at one by one; the runs of
+        # plain events between them go through as slices (a usage chunk comes once, last).
+        out: list[bytes] = []
+        pos = 0
+        n = len(complete)
+        while at >= 0:
+            start = _event_start(complete, pos, at)
+            end = _event_end(complete, at)
+            if start > pos:
+                plain = complete[pos:start]
+                self._count(plain)
+                out.append(plain)
+            event = complete[start:end]  # with its blank line
             self._last_usage_event = event
-            usage_only = any(k in event for k in _EMPTY_CHOICES)
-            if usage_only:
-                if self.strip_usage_chunk:
-                    continue
+            if any(k in event for k in _EMPTY_CHOICES):  # the usage-only chunk
+                if not self.strip_usage_chunk:
+                    out.append(event)
             else:
                 self.content_events += 1
                 if self.strip_inline_usage:
-                    event = cut_inline_usage(event, at)
-            out.append(event)
-        if not out:
-            return b""
-        return b"\n\n".join(out) + b"\n\n"
+                    event = cut_inline_usage(event, at - start)
+                out.append(event)
+            pos = end
+            at = _find_usage(complete, pos)
+        if pos < n:
+            plain = complete[pos:]
+            self._count(plain)
+            out.append(plain)
+        return b"".join(out)
+
+    def _count(self, events: bytes) -> None:
+        """Content events in a run of events without usage ([DONE] is not one)."""
+        count = events.count(b"data:")
+        if _DONE in events:
+            self.saw_done = True
+            count -= 1
+        self.content_events += count
 
     def usage(self) -> dict[str, Any] | None:
         """The last usage object the upstream sent (final totals, or the latest running ones)."""

@@ -26,7 +26,7 @@ import httptools
 
 # A stream stops being read from the upstream socket once this much waits to be relayed
 # (tests/integration/test_backpressure.py holds the proxy to it).
-HIGH_WATER = 64 * 1024
+HIGH_WATER = 32 * 1024
 # A stream is handed to the relay in pieces of at most this size, so the client's socket
 # buffer, not the proxy, holds what a slow reader has not taken yet.
 STREAM_PIECE = 16 * 1024
@@ -38,7 +38,7 @@ class UpstreamClosed(ConnectionError):
 
 # Reads land in one buffer per event loop thread (httptools copies what it hands on), so a
 # read is at most this big: with one read in hand and HIGH_WATER waiting, a stalled stream
-# holds at most ~128 KiB of proxy memory.
+# holds at most ~96 KiB of proxy memory.
 _READ_SIZE = 64 * 1024
 _read_buffer = memoryview(bytearray(_READ_SIZE))
 

@@ -84,3 +84,55 @@ def test_cut_inline_usage_variants() -> None:
     assert cut_inline_usage(ev, ev.find(b'"usage"')) == b'data: {"a":1,"b":2}'
     ev2 = b'data: {"usage":{"p":1},"b":2}'
     assert cut_inline_usage(ev2, ev2.find(b'"usage"')) == b'data: {"b":2}'
+
+
+def _event(obj: dict | str, sep: bytes) -> bytes:
+    payload = obj.encode() if isinstance(obj, str) else orjson.dumps(obj)
+    return b"data: " + payload + sep
+
+
+@given(
+    kinds=st.lists(st.sampled_from(["plain", "inline", "usage_only"]), max_size=12),
+    crlf=st.booleans(),
+    strip_chunk=st.booleans(),
+    strip_inline=st.booleans(),
+    cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=6),
+)
+def test_relay_equals_the_stream_minus_what_is_stripped(
+    kinds: list[str], crlf: bool, strip_chunk: bool, strip_inline: bool, cuts: list[int]
+) -> None:
+    """Whatever mix of events and framing (LF or CRLF), split anywhere: the relay is the
+    input with exactly the usage-only chunks and inline usage objects taken out (if asked),
+    and the counts and last usage are right."""
+    sep = b"\r\n\r\n" if crlf else b"\n\n"
+    data, expected = [], []
+    last_usage = None
+    content = 0
+    for i, kind in enumerate(kinds):
+        usage = {"prompt_tokens": 5, "completion_tokens": i + 1}
+        delta = {"index": 0, "delta": {"content": f"t{i}"}}
+        if kind == "plain":
+            ev = _event({"id": "c", "choices": [delta]}, sep)
+            data.append(ev)
+            expected.append(ev)
+            content += 1
+        elif kind == "inline":
+            data.append(_event({"id": "c", "choices": [delta], "usage": usage}, sep))
+            kept = {"id": "c", "choices": [delta]} if strip_inline else None
+            expected.append(_event(kept, sep) if kept else data[-1])
+            last_usage = usage
+            content += 1
+        else:
+            data.append(_event({"id": "c", "choices": [], "usage": usage}, sep))
+            if not strip_chunk:
+                expected.append(data[-1])
+            last_usage = usage
+    data.append(_event("[DONE]", sep))
+    expected.append(data[-1])
+    stream = b"".join(data)
+    tap = UsageTap(strip_usage_chunk=strip_chunk, strip_inline_usage=strip_inline)
+    out = _relay(tap, stream, [c for c in cuts if c <= len(stream)])
+    assert out == b"".join(expected)
+    assert tap.saw_done
+    assert tap.content_events == content
+    assert tap.usage() == last_usage
