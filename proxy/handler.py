@@ -503,7 +503,12 @@ class _Request:
                 ],
             }
         )
-        await send({"type": "http.response.body", "body": first, "more_body": True})
+        # A stream already whole in hand (a fast upstream) goes out in one write with its
+        # end; otherwise the first event goes now, as soon as it is there.
+        held = first
+        if not getattr(upstream, "complete", False):
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+            held = b""
         cut = False
         try:
             async for data in self._chunks:
@@ -517,9 +522,7 @@ class _Request:
         except Exception:
             cut = True
             upstream.close()
-        rest = tap.flush()
-        if rest:
-            await send({"type": "http.response.body", "body": rest, "more_body": True})
+        tail = held + tap.flush()
         _stream_usage(ev, self.data, tap)
         if cut or not (tap.saw_done or tap.saw_error):
             ev.outcome = "cut"
@@ -527,11 +530,11 @@ class _Request:
                 f"The backend '{target.backend}' ended the stream before it was complete; "
                 f"the answer is truncated."
             )
-            err = b"data: " + error_body(msg, "server_error", None, "stream_interrupted") + b"\n\n"
-            await send({"type": "http.response.body", "body": err, "more_body": True})
+            tail += b"data: " + error_body(msg, "server_error", None, "stream_interrupted")
+            tail += b"\n\n"
             ev.attempts[-1].reason = "cut"
             self.rt.on_failure(target.backend, "cut")
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
 
 
 def _err(status: int, message: str, code: str) -> ProxyError:

@@ -214,6 +214,11 @@ class H1Response:
         self.status = conn.status
         self.raw_headers = conn.headers
 
+    @property
+    def complete(self) -> bool:
+        """The whole answer has arrived and been handed on (nothing left to wait for)."""
+        return self._conn.done and not self._conn.buffered
+
     async def read(self) -> bytes:
         conn = self._conn
         try:
