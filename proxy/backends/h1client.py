@@ -62,6 +62,7 @@ class _Conn(asyncio.BufferedProtocol):
         "lost",
         "paused",
         "status",
+        "streaming",
         "transport",
         "until_close",
     )
@@ -86,6 +87,7 @@ class _Conn(asyncio.BufferedProtocol):
         self.got_bytes = False
         self.keep_alive = False
         self.paused = False
+        self.streaming = False  # only a relayed stream pauses the socket; read() takes all
         self.until_close = True
 
     # -- asyncio.BufferedProtocol
@@ -136,7 +138,12 @@ class _Conn(asyncio.BufferedProtocol):
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
         self.buffered += len(body)
-        if self.buffered >= HIGH_WATER and not self.paused and self.transport is not None:
+        if (
+            self.streaming
+            and self.buffered >= HIGH_WATER
+            and not self.paused
+            and self.transport is not None
+        ):
             self.paused = True
             self.transport.pause_reading()
 
@@ -237,6 +244,7 @@ class H1Response:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         conn = self._conn
+        conn.streaming = True
         try:
             while True:
                 if conn.buffered:

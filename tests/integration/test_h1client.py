@@ -8,10 +8,14 @@ the client's handling of each is seen on a real socket.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
+import trustme
+import uvloop
 
 from proxy.backends.h1client import H1Pool, UpstreamClosed
 
@@ -56,12 +60,14 @@ class RawServer:
 
 
 @asynccontextmanager
-async def serving(answer: Answer) -> AsyncIterator[tuple[RawServer, str]]:
+async def serving(
+    answer: Answer, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1"
+) -> AsyncIterator[tuple[RawServer, str]]:
     raw = RawServer(answer)
-    server = await asyncio.start_server(raw.handle, "127.0.0.1", 0)
+    server = await asyncio.start_server(raw.handle, "127.0.0.1", 0, ssl=tls)
     port = server.sockets[0].getsockname()[1]
     try:
-        yield raw, f"http://127.0.0.1:{port}/v1"
+        yield raw, f"{'https' if tls else 'http'}://{host}:{port}/v1"
     finally:
         server.close()
         for w in raw.writers:
@@ -237,3 +243,61 @@ async def test_stream_pieces_are_bounded_and_complete() -> None:
         assert b"".join(pieces) == payload
         assert max(len(c) for c in pieces) <= 16 * 1024
         p.close()
+
+
+async def test_a_large_answer_read_whole_does_not_stall() -> None:
+    """read() takes the whole answer: only a relayed stream pauses the socket (a non-streamed
+    answer over the stream high-water mark, e.g. embeddings, once waited for the read timeout)."""
+    payload = b"e" * (3 * 1024 * 1024)
+
+    async def answer(req: bytes) -> bytes:
+        return ok(payload)
+
+    async with serving(answer) as (raw, url):
+        p = pool(url, read_timeout_s=2.0)
+        for _ in range(2):
+            resp = await p.request("POST", "/v1/embeddings", b"{}")
+            assert await resp.read() == payload
+        p.close()
+    assert raw.connections == 1
+
+
+async def _tls_exchange(tmp: Path) -> list[int]:
+    """Plain answers and a stream over TLS, checked against a CA the test makes."""
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_ctx)
+    ca_file = tmp / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    payload = bytes(range(256)) * 800  # 200 KiB: several TLS records and reads
+
+    async def answer(req: bytes) -> bytes:
+        return ok(payload)
+
+    sizes = []
+    async with serving(answer, tls=server_ctx, host="localhost") as (raw, url):
+        p = pool(url)
+        assert p.ssl is not None
+        p.ssl.load_verify_locations(cafile=str(ca_file))
+        for _ in range(2):
+            resp = await p.request("POST", "/v1/chat/completions", b"{}")
+            sizes.append(len(await resp.read()))
+        resp = await p.request("POST", "/v1/chat/completions", b"{}")
+        sizes.append(sum([len(c) async for c in resp.chunks()]))
+        p.close()
+        assert raw.connections == 1  # TLS connections are kept alive too
+    # An upstream whose certificate the system does not trust is refused, not used.
+    async with serving(answer, tls=server_ctx, host="localhost") as (_, url):
+        untrusting = pool(url)
+        with pytest.raises(ssl.SSLError):
+            await untrusting.request("POST", "/v1/chat/completions", b"{}")
+    return sizes
+
+
+async def test_tls_upstream_on_asyncio(tmp_path: Path) -> None:
+    assert await _tls_exchange(tmp_path) == [256 * 800] * 3
+
+
+def test_tls_upstream_on_uvloop(tmp_path: Path) -> None:
+    """The proxy serves on uvloop: its SSL transport with the client's BufferedProtocol."""
+    assert uvloop.run(_tls_exchange(tmp_path)) == [256 * 800] * 3
