@@ -506,7 +506,7 @@ class _Request:
         # A stream already whole in hand (a fast upstream) goes out in one write with its
         # end; otherwise the first event goes now, as soon as it is there.
         held = first
-        if not getattr(upstream, "complete", False):
+        if not upstream.complete:
             await send({"type": "http.response.body", "body": first, "more_body": True})
             held = b""
         cut = False

@@ -54,45 +54,30 @@ class _Sweeper:
             self._handle = self.loop.call_later(self.interval_s, self._sweep)
 
 
-class _HeadCapture:
-    """Stands in for the transport while uvicorn writes a response head: keeps the bytes."""
+class _HeldHead:
+    """Stands in for the transport around uvicorn's `send`. While `holding`, what uvicorn
+    writes (the response head) is kept; then the next write carries it along, and a close,
+    or the end of a send that wrote nothing (a HEAD answer), flushes it first."""
 
-    __slots__ = ("head", "real")
+    __slots__ = ("head", "holding", "real")
 
     def __init__(self, real: asyncio.Transport) -> None:
         self.real = real
-        self.head: bytes | None = None
+        self.head = b""
+        self.holding = True
 
     def write(self, data: bytes) -> None:
-        self.head = data if self.head is None else self.head + data
-
-    def is_closing(self) -> bool:
-        return self.real.is_closing()
-
-    def close(self) -> None:
-        self.real.close()
-
-
-class _HeadFirst:
-    """Stands in for the transport during the first body write: the held head goes out in
-    the same write (or before a close, or on its own if uvicorn writes nothing, as for HEAD)."""
-
-    __slots__ = ("head", "real")
-
-    def __init__(self, real: asyncio.Transport, head: bytes) -> None:
-        self.real = real
-        self.head: bytes | None = head
+        if self.holding:
+            self.head += data
+            return
+        if self.head:
+            data, self.head = self.head + data, b""
+        self.real.write(data)
 
     def flush(self) -> None:
-        if self.head is not None:
+        if self.head:
             self.real.write(self.head)
-            self.head = None
-
-    def write(self, data: bytes) -> None:
-        if self.head is not None:
-            data = self.head + data
-            self.head = None
-        self.real.write(data)
+            self.head = b""
 
     def is_closing(self) -> bool:
         return self.real.is_closing()
@@ -107,33 +92,30 @@ class CoalescingCycle(RequestResponseCycle):
     the first piece of the body: one send(2) per small answer instead of two (a syscall was
     ~7% of the proxy's CPU per request). Everything else is uvicorn's own `send`."""
 
-    _held: bytes | None = None
+    _held: _HeldHead | None = None
 
     async def send(self, message: Any) -> None:
-        if not self.response_started and message.get("type") == "http.response.start":
-            transport = self.transport
-            capture = _HeadCapture(transport)
-            self.transport = capture  # type: ignore[assignment]
-            try:
-                await super().send(message)
-            finally:
-                self.transport = transport
-            self._held = capture.head
-            return
         held = self._held
-        if held is None:
+        starting = not self.response_started and message.get("type") == "http.response.start"
+        if not starting and held is None:
             await super().send(message)
             return
-        self._held = None
         transport = self.transport
-        head_first = _HeadFirst(transport, held)
-        self.transport = head_first  # type: ignore[assignment]
+        if starting:
+            held = _HeldHead(transport)
+        else:
+            assert held is not None
+            held.holding = False
+            self._held = None
+        self.transport = held  # type: ignore[assignment]
         try:
             await super().send(message)
         finally:
             self.transport = transport
-            if not transport.is_closing():
-                head_first.flush()
+            if starting:
+                self._held = held
+            elif not transport.is_closing():
+                held.flush()
 
 
 def guarded_protocol(header_timeout_s: float, body_timeout_s: float) -> type[HttpToolsProtocol]:

@@ -36,8 +36,9 @@ class UpstreamClosed(ConnectionError):
     """The connection ended before the answer was complete."""
 
 
-# Reads land in one buffer per event loop thread (httptools copies what it hands on), so a
-# read is at most this big: with one read in hand and HIGH_WATER waiting, a stalled stream
+# Every read lands in this one buffer: a read is parsed (httptools copies what it hands on)
+# before the event loop makes the next, so one buffer serves every connection. A read is at
+# most this big: with one read in hand and HIGH_WATER waiting, a stalled stream
 # holds at most ~96 KiB of proxy memory.
 _READ_SIZE = 64 * 1024
 _read_buffer = memoryview(bytearray(_READ_SIZE))
@@ -233,8 +234,6 @@ class H1Response:
                 if conn.error is not None:
                     raise conn.error
                 await conn.wait(self._pool.read_timeout_s)
-            if conn.error is not None and not conn.done:
-                raise conn.error
             return conn.take()
         except BaseException:
             self.close()
@@ -290,13 +289,12 @@ class H1Pool:
         url = urlsplit(origin)  # any path in it is ignored
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"not an http(s) URL: {origin!r}")
+        tls = url.scheme == "https"
+        default_port = 443 if tls else 80
         self.host = url.hostname
-        self.port = url.port or (443 if url.scheme == "https" else 80)
-        self.ssl: ssl.SSLContext | None = (
-            ssl.create_default_context() if url.scheme == "https" else None
-        )
+        self.port = url.port or default_port
+        self.ssl: ssl.SSLContext | None = ssl.create_default_context() if tls else None
         host = f"[{self.host}]" if ":" in self.host else self.host
-        default_port = 443 if url.scheme == "https" else 80
         authority = host if self.port == default_port else f"{host}:{self.port}"
         lines = [f"Host: {authority}"]
         lines += [f"{k}: {v}" for k, v in headers.items()]
@@ -339,8 +337,10 @@ class H1Pool:
         transport = conn.transport
         assert transport is not None
         try:
-            transport.write(head + body if len(body) < 65536 else head)
-            if len(body) >= 65536:
+            if len(body) < 65536:
+                transport.write(head + body)  # one send(2) for the usual request
+            else:
+                transport.write(head)  # a large body is not copied to be joined
                 transport.write(body)
             while not conn.headers_done:
                 if conn.error is not None:

@@ -43,6 +43,7 @@ class StaticUpstream:
     """A complete answer already in memory (litellm returns whole objects)."""
 
     __slots__ = ("_body", "headers", "status")
+    complete = False  # the relay does not peek; it reads to the end
 
     def __init__(self, status: int, body: bytes) -> None:
         self.status = status
@@ -63,6 +64,7 @@ class LiteLLMStream:
     """litellm's stream of chunk objects, as OpenAI SSE bytes."""
 
     __slots__ = ("_stream", "headers", "status")
+    complete = False  # the relay does not peek; it reads to the end
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream

@@ -51,9 +51,11 @@ class OpenAIBackend:
             headers["Authorization"] = f"Bearer {cfg.api_key.get_secret_value()}"
         headers.update(cfg.headers)
         self._headers = headers
-        self._path_prefix = urlsplit(self.base_url).path.rstrip("/")
+        url = urlsplit(self.base_url)
+        self._path_prefix = url.path.rstrip("/")
         self._pool = self._new_pool(self.base_url)
-        self._other_pools: dict[str, H1Pool] = {}  # metrics_url on another origin
+        # By origin: the backend's own, and a metrics_url's if it lives elsewhere.
+        self._pools = {f"{url.scheme}://{url.netloc}": self._pool}
 
     def _new_pool(self, origin: str) -> H1Pool:
         return H1Pool(
@@ -86,21 +88,14 @@ class OpenAIBackend:
     async def get(self, path: str, timeout_s: float) -> tuple[int, bytes]:
         """A small GET for health checks and engine metrics (never on the request path)."""
         url = urlsplit(path if path.startswith("http") else self.root_url + path)
-        pool = self._pool
         origin = f"{url.scheme}://{url.netloc}"
-        if origin != self._origin:
-            pool = self._other_pools.get(origin) or self._other_pools.setdefault(
-                origin, self._new_pool(origin)
-            )
+        pool = self._pools.get(origin)
+        if pool is None:
+            pool = self._pools[origin] = self._new_pool(origin)
         target = (url.path or "/") + (f"?{url.query}" if url.query else "")
         async with asyncio.timeout(timeout_s):
             resp = await pool.request("GET", target)
             return resp.status, await resp.read()
-
-    @property
-    def _origin(self) -> str:
-        url = urlsplit(self.base_url)
-        return f"{url.scheme}://{url.netloc}"
 
     @property
     def root_url(self) -> str:
@@ -108,6 +103,5 @@ class OpenAIBackend:
         return self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
 
     async def close(self) -> None:
-        self._pool.close()
-        for pool in self._other_pools.values():
+        for pool in self._pools.values():
             pool.close()
