@@ -119,7 +119,7 @@ async def test_chunked_and_until_close_bodies() -> None:
     async with serving(chunked) as (raw, url):
         p = pool(url)
         resp = await p.request("POST", "/v1/x", b"{}")
-        assert [c async for c in resp.chunks()] != []
+        assert b"".join([c async for c in resp.chunks()]) == b"hello world"
         resp = await p.request("POST", "/v1/x", b"{}")
         assert await resp.read() == b"hello world"
         p.close()
