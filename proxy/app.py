@@ -19,7 +19,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from proxy.access import MetricsGuard
 from proxy.config import Config
 from proxy.errors import ProxyError, error_type_for
-from proxy.handler import ENDPOINTS, Handler, Receive, Scope, Send
+from proxy.exchange import Receive, Scope, Send
+from proxy.handler import FAST_PATHS, Handler
 from proxy.lifespan import run_lifespan
 from proxy.live import LiveCosts
 from proxy.live import register_routes as register_live_routes
@@ -34,9 +35,6 @@ from proxy.state import build_state
 from proxy.state.metrics import StateCollector
 
 log = logging.getLogger("hybridgate")
-
-# Bare paths (base_url without /v1) reach the same handlers, as with OpenAI's own SDKs.
-_FAST_PATHS = {**{p: p for p in ENDPOINTS}, **{p[3:]: p for p in ENDPOINTS}}
 
 
 class HybridGateApp:
@@ -66,7 +64,7 @@ class HybridGateApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            path = _FAST_PATHS.get(scope["path"])
+            path = FAST_PATHS.get(scope["path"])
             if path is not None and scope["method"] == "POST":
                 scope["path"] = path
                 await self.handler(scope, receive, send)

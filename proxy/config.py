@@ -274,6 +274,8 @@ class Limits(_Strict):
     # body within body_timeout_s of the headers (slowloris protection).
     header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     body_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    # An idle keep-alive connection (answered, no next request begun) is closed after this.
+    keep_alive_timeout_s: Annotated[float, Field(gt=0)] = 30.0
 
 
 class Breaker(_Strict):

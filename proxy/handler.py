@@ -1,11 +1,12 @@
-"""The request path for the OpenAI routes, as raw ASGI (DESIGN.md, "The request path").
+"""The request path for the OpenAI routes (DESIGN.md, "The request path").
 
 auth → parse the minimum → router.plan → for each attempt: backend.send → relay
 (stream or not) capturing usage → meter.finish(UsageEvent), exactly once.
 
-Raw ASGI rather than FastAPI routes: the proxy forwards bodies it does not need to
-validate, so it parses only model/stream/stream_options with orjson and keeps per-request
-work to a few dict operations.
+Not FastAPI routes: the proxy forwards bodies it does not need to validate, so it parses
+only model/stream/stream_options with orjson and keeps per-request work to a few dict
+operations. It speaks to the HTTP server through an `Exchange` (proxy/exchange.py): plain
+ASGI anywhere, or straight from our own uvicorn protocol (proxy/fastpath.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -25,6 +26,7 @@ import orjson
 from proxy.auth import Principal
 from proxy.backends.base import UpstreamFailure, UpstreamResponse
 from proxy.errors import ProxyError, error_body, normalize_upstream_error
+from proxy.exchange import AsgiExchange, ClientGone, Exchange, Headers, Receive, Scope, Send
 from proxy.failover import failover_reason
 from proxy.metering.events import Attempt, UsageEvent
 from proxy.metering.gpu import GpuShare
@@ -34,15 +36,13 @@ from proxy.sse import UsageTap
 
 log = logging.getLogger("hybridgate.request")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
 ENDPOINTS = {
     "/v1/chat/completions": "chat",
     "/v1/completions": "completions",
     "/v1/embeddings": "embeddings",
 }
+# Bare paths (base_url without /v1) reach the same handlers, as with OpenAI's own SDKs.
+FAST_PATHS = {**{p: p for p in ENDPOINTS}, **{p[3:]: p for p in ENDPOINTS}}
 _UPSTREAM_PATH = {
     "chat": "/chat/completions",
     "completions": "/completions",
@@ -59,61 +59,6 @@ _SSE_HEADERS = [
 ]
 _ids = itertools.count(1)
 _ID_PREFIX = f"hg-{os.getpid():x}-"
-
-
-class ClientGone(Exception):
-    """The client disconnected; the upstream request was dropped."""
-
-
-async def send_error(
-    send: Send, err: ProxyError, extra: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    body = err.body()
-    headers = [_JSON, (b"content-length", str(len(body)).encode()), *err.headers, *(extra or [])]
-    await send({"type": "http.response.start", "status": err.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
-    """The whole body, refusing anything over `limit` without reading the rest."""
-    declared = headers.get(b"content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise ProxyError(400, "Invalid Content-Length header.") from None
-        if size > limit:
-            raise ProxyError(
-                413,
-                f"Request body of {size} bytes exceeds the limit of {limit} "
-                f"bytes (limits.max_body_bytes).",
-                code="request_too_large",
-            )
-    msg = await receive()
-    if msg["type"] == "http.disconnect":
-        raise ClientGone()
-    body: bytes = msg.get("body", b"")
-    if not msg.get("more_body") and len(body) <= limit:
-        return body
-    parts = [body]
-    total = len(body)
-    while True:
-        # Checked before each read: without Content-Length (chunked), the server may hand
-        # over the whole body, however large, in one message.
-        if total > limit:
-            raise ProxyError(
-                413,
-                f"Request body exceeds the limit of {limit} bytes (limits.max_body_bytes).",
-                code="request_too_large",
-            )
-        msg = await receive()
-        if msg["type"] == "http.disconnect":
-            raise ClientGone()
-        chunk = msg.get("body", b"")
-        total += len(chunk)
-        parts.append(chunk)
-        if not msg.get("more_body") and total <= limit:
-            return b"".join(parts)
 
 
 def parse_request(body: bytes, endpoint: str) -> dict[str, Any]:
@@ -165,16 +110,20 @@ class Handler:
         self._rt = runtime_ref
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """As an ASGI app, for a scope whose path is one of ENDPOINTS."""
+        await self.serve(AsgiExchange(scope, receive, send), scope["path"])
+
+    async def serve(self, exchange: Exchange, path: str) -> None:
         rt = self._rt()
         ev = UsageEvent(
             request_id=_ID_PREFIX + str(next(_ids)),
             started_at=time.time(),
-            endpoint=ENDPOINTS[scope["path"]],
+            endpoint=ENDPOINTS[path],
         )
-        req = _Request(rt, ev, send, time.perf_counter())
+        req = _Request(rt, ev, exchange, time.perf_counter())
         rt.requests_inflight += 1
         try:
-            await req.serve(scope, receive)
+            await req.serve()
         except ClientGone:
             ev.outcome = "client_disconnect"
             ev.status = 499
@@ -183,16 +132,15 @@ class Handler:
             ev.status = err.status
             if not req.response_started:
                 with contextlib.suppress(Exception):
-                    await send_error(send, err)
+                    await exchange.respond(err.status, [_JSON, *err.headers], err.body())
         except Exception:
             log.exception("internal error serving %s", ev.request_id)
             ev.outcome = "error"
             ev.status = 500
             if not req.response_started:
+                err = ProxyError(500, "Internal proxy error.", type_="server_error")
                 with contextlib.suppress(Exception):
-                    await send_error(
-                        send, ProxyError(500, "Internal proxy error.", type_="server_error")
-                    )
+                    await exchange.respond(500, [_JSON], err.body())
         finally:
             rt.requests_inflight -= 1
             ev.duration_s = time.perf_counter() - req.t0
@@ -209,9 +157,9 @@ class _Request:
         "data",
         "deadline",
         "ev",
+        "exchange",
         "response_started",
         "rt",
-        "send",
         "stream",
         "t0",
         "upstream",
@@ -220,10 +168,10 @@ class _Request:
         "want_usage",
     )
 
-    def __init__(self, rt: Any, ev: UsageEvent, send: Send, t0: float) -> None:
+    def __init__(self, rt: Any, ev: UsageEvent, exchange: Exchange, t0: float) -> None:
         self.rt = rt
         self.ev = ev
-        self.send = send
+        self.exchange = exchange
         self.t0 = t0
         self.upstream_s = 0.0
         self.response_started = False
@@ -234,13 +182,13 @@ class _Request:
         self.want_continuous = False
         self.deadline = 0.0
 
-    async def serve(self, scope: Scope, receive: Receive) -> None:
-        rt, ev = self.rt, self.ev
-        headers = dict(scope["headers"])
+    async def serve(self) -> None:
+        rt, ev, exchange = self.rt, self.ev, self.exchange
+        headers = dict(exchange.headers)
         principal: Principal = rt.auth.client(headers)
         ev.tenant = rt.tenant_label(principal.tenant)
         ev.key_name = principal.key_name
-        body = await read_body(receive, headers, rt.config.limits.max_body_bytes)
+        body = await exchange.body(rt.config.limits.max_body_bytes)
         data = self.data = parse_request(body, ev.endpoint)
         alias_name: str = data["model"]
         alias = rt.router.alias(alias_name)
@@ -268,17 +216,15 @@ class _Request:
         client_so = data.get("stream_options") or {}
         self.want_usage = bool(client_so.get("include_usage"))
         self.want_continuous = bool(client_so.get("continuous_usage_stats"))
-        loop = asyncio.get_running_loop()
+        loop = exchange.task.get_loop()  # (get_running_loop() costs a getpid() on 3.11)
         self.deadline = loop.time() + (plan.spec.timeout_s or rt.config.limits.request_timeout_s)
-        watcher = _DisconnectWatcher(receive)
+        watcher = exchange.watch()
         try:
             await self.attempts(plan)
         except asyncio.CancelledError:
             if not watcher.gone:
                 raise
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
+            exchange.task.uncancel()
             if self.upstream is not None:
                 self.upstream.close()
             raise ClientGone() from None
@@ -354,7 +300,7 @@ class _Request:
         t_up = time.perf_counter()
         name = target.backend
         try:
-            async with _Deadline(self.deadline):
+            async with _Deadline(self.deadline, self.exchange.task):
                 upstream = self.upstream = await backend.send(path, body, self.stream)
                 attempt.status = upstream.status
                 if upstream.status >= 400:
@@ -406,12 +352,7 @@ class _Request:
             ev.status = upstream.status
             ev.outcome = "error"
             self.response_started = True
-            await _send_raw(
-                self.send,
-                upstream.status,
-                self._error_body,
-                [(_BACKEND, name.encode()), self._attempts_header(), *upstream.headers],
-            )
+            await self._respond(upstream.status, self._error_body, upstream.headers, name)
             return
         ev.ttft_s = t_first - self.t0
         if share is not None:
@@ -424,11 +365,19 @@ class _Request:
         _usage_from_body(raw, ev)
         if ev.prompt_tokens == 0 and ev.completion_tokens == 0:
             _estimate_usage(ev, self.data, None, raw)
-        await _send_raw(
-            self.send,
-            200,
-            raw,
-            [(_BACKEND, name.encode()), self._attempts_header(), *upstream.headers],
+        await self._respond(200, raw, upstream.headers, name)
+
+    async def _respond(self, status: int, body: bytes, upstream: Headers, backend: str) -> None:
+        """A JSON answer with the upstream's passed-through headers and ours."""
+        await self.exchange.respond(
+            status,
+            [
+                _JSON,
+                (_BACKEND, backend.encode()),
+                self._attempts_header(),
+                *(h for h in upstream if h[0] != b"content-type"),
+            ],
+            body,
         )
 
     def _attempts_header(self) -> tuple[bytes, bytes]:
@@ -490,31 +439,28 @@ class _Request:
     ) -> None:
         """Relay the stream after its first event. Past this point there is no failover:
         an upstream failure ends the stream with an error event, and usage so far is kept."""
-        send, ev = self.send, self.ev
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    *_SSE_HEADERS,
-                    (_BACKEND, target.backend.encode()),
-                    self._attempts_header(),
-                    *(h for h in upstream.headers if h[0] != b"content-type"),
-                ],
-            }
+        exchange, ev = self.exchange, self.ev
+        await exchange.start_stream(
+            200,
+            [
+                *_SSE_HEADERS,
+                (_BACKEND, target.backend.encode()),
+                self._attempts_header(),
+                *(h for h in upstream.headers if h[0] != b"content-type"),
+            ],
         )
         # A stream already whole in hand (a fast upstream) goes out in one write with its
         # end; otherwise the first event goes now, as soon as it is there.
         held = first
         if not upstream.complete:
-            await send({"type": "http.response.body", "body": first, "more_body": True})
+            await exchange.send_chunk(first)
             held = b""
         cut = False
         try:
             async for data in self._chunks:
                 out = tap.feed(data)
                 if out:
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
+                    await exchange.send_chunk(out)
         except asyncio.CancelledError:
             upstream.close()
             _stream_usage(ev, self.data, tap)
@@ -534,7 +480,7 @@ class _Request:
             tail += b"\n\n"
             ev.attempts[-1].reason = "cut"
             self.rt.on_failure(target.backend, "cut")
-        await send({"type": "http.response.body", "body": tail, "more_body": False})
+        await exchange.end_stream(tail)
 
 
 def _err(status: int, message: str, code: str) -> ProxyError:
@@ -585,15 +531,13 @@ class _Deadline:
 
     __slots__ = ("_fired", "_handle", "_task", "_when")
 
-    def __init__(self, when: float) -> None:
+    def __init__(self, when: float, task: asyncio.Task[Any]) -> None:
         self._when = when
+        self._task = task
         self._fired = False
 
     async def __aenter__(self) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._task = task
-        self._handle = asyncio.get_running_loop().call_at(self._when, self._fire)
+        self._handle = self._task.get_loop().call_at(self._when, self._fire)
 
     def _fire(self) -> None:
         self._fired = True
@@ -603,54 +547,6 @@ class _Deadline:
         self._handle.cancel()
         if self._fired and exc_type is asyncio.CancelledError and self._task.uncancel() == 0:
             raise TimeoutError from exc
-
-
-class _DisconnectWatcher:
-    """Cancels the request's task when the client disconnects.
-
-    The body has been read, so the next `receive()` only returns on disconnect. A task
-    waits for it, but only once the request has lasted ARM_AFTER_S: most proxied calls
-    that finish sooner never pay for the task (a timer handle costs far less). The
-    request path awaits its upstream directly and turns the cancellation into ClientGone.
-    """
-
-    ARM_AFTER_S = 0.02
-    __slots__ = ("_handle", "_owner", "_receive", "_task", "gone")
-
-    def __init__(self, receive: Receive) -> None:
-        self.gone = False
-        self._receive = receive
-        self._owner = asyncio.current_task()
-        self._task: asyncio.Task[None] | None = None
-        self._handle = asyncio.get_running_loop().call_later(self.ARM_AFTER_S, self._arm)
-
-    def _arm(self) -> None:
-        self._task = asyncio.ensure_future(self._watch())
-
-    async def _watch(self) -> None:
-        msg = await self._receive()
-        if msg["type"] == "http.disconnect" and self._owner is not None:
-            self.gone = True
-            self._owner.cancel()
-
-    def stop(self) -> None:
-        self._handle.cancel()
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-
-
-async def _send_raw(
-    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
-) -> None:
-    hdrs = [h for h in headers if h[0] != b"content-type"]
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [_JSON, (b"content-length", str(len(body)).encode()), *hdrs],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 def _upstream_body(data: dict[str, Any], model: str, stream: bool, vllm: bool) -> bytes:

@@ -20,7 +20,7 @@ def uvicorn_options(config: Config) -> dict[str, Any]:
         "lifespan": "on",
         "access_log": False,
         "log_level": "warning",
-        "timeout_keep_alive": 30,
+        "timeout_keep_alive": config.limits.keep_alive_timeout_s,
         "timeout_graceful_shutdown": 30,
         "server_header": False,
         "date_header": False,

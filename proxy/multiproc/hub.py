@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from proxy.handler import Receive, Scope, Send, read_body
+from proxy.exchange import Receive, Scope, Send, read_body
 from proxy.metering.events import Attempt, UsageEvent
 from proxy.metering.meter import Meter, PoolFactory
 from proxy.reload import Reloader

@@ -22,7 +22,8 @@ import orjson
 
 from proxy.config import Config
 from proxy.errors import ProxyError
-from proxy.handler import ENDPOINTS, Handler, Receive, Scope, Send, read_body, send_error
+from proxy.exchange import Receive, Scope, Send, read_body, send_error
+from proxy.handler import FAST_PATHS, Handler
 from proxy.lifespan import run_lifespan
 from proxy.metering.events import UsageEvent
 from proxy.metering.meter import Meter
@@ -36,7 +37,6 @@ from proxy.state import build_state
 
 log = logging.getLogger("hybridgate.workers")
 
-_FAST_PATHS = {**{p: p for p in ENDPOINTS}, **{p[3:]: p for p in ENDPOINTS}}
 _HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"host", CLIENT_HEADER}
 _LIVE = b'{"status":"ok","worker":%d}'  # which worker answered: supervisors and tests ask
 GAUGE_INTERVAL_S = 1.0  # with no traffic, the in-flight gauges still reach the hub this often
@@ -163,7 +163,7 @@ class WorkerApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            path = _FAST_PATHS.get(scope["path"])
+            path = FAST_PATHS.get(scope["path"])
             if path is not None and scope["method"] == "POST":
                 scope["path"] = path
                 await self.handler(scope, receive, send)

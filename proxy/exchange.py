@@ -1,0 +1,180 @@
+"""What the request path needs from the HTTP server, and that over plain ASGI.
+
+The OpenAI routes read a body, answer once (whole or streamed), and must hear when the
+client leaves. `Exchange` is that surface. `AsgiExchange` provides it over any ASGI server
+(tests, the worker processes, anything embedding the app); `proxy.fastpath.FastExchange`
+provides it straight from our uvicorn protocol, without ASGI's messages and second task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from proxy.errors import ProxyError
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+
+class ClientGone(Exception):
+    """The client disconnected; the upstream request was dropped."""
+
+
+class DisconnectWatch(Protocol):
+    gone: bool
+
+    def stop(self) -> None: ...
+
+
+class Exchange(Protocol):
+    """One request and its answer. Headers are lower-cased names and raw values."""
+
+    headers: Headers
+    task: asyncio.Task[Any]
+
+    async def body(self, limit: int) -> bytes:
+        """The whole body; ProxyError 413 over `limit`, ClientGone if the client left."""
+        ...
+
+    def watch(self) -> DisconnectWatch:
+        """From now on, a disconnect cancels `task` and sets `gone`."""
+        ...
+
+    async def respond(self, status: int, headers: Headers, body: bytes) -> None:
+        """The whole answer at once (Content-Length is added)."""
+        ...
+
+    async def start_stream(self, status: int, headers: Headers) -> None: ...
+
+    async def send_chunk(self, data: bytes) -> None: ...
+
+    async def end_stream(self, data: bytes) -> None: ...
+
+
+def too_large(limit: int, size: int | None = None) -> ProxyError:
+    what = f"Request body of {size} bytes" if size is not None else "Request body"
+    return ProxyError(
+        413,
+        f"{what} exceeds the limit of {limit} bytes (limits.max_body_bytes).",
+        code="request_too_large",
+    )
+
+
+def check_declared_length(declared: bytes | None, limit: int) -> None:
+    """Refuse a declared Content-Length over `limit` before reading (or inviting) the body."""
+    if declared is None:
+        return
+    try:
+        size = int(declared)
+    except ValueError:
+        raise ProxyError(400, "Invalid Content-Length header.") from None
+    if size > limit:
+        raise too_large(limit, size)
+
+
+async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
+    """The whole body from ASGI messages, refusing anything over `limit` without reading
+    the rest."""
+    check_declared_length(headers.get(b"content-length"), limit)
+    msg = await receive()
+    if msg["type"] == "http.disconnect":
+        raise ClientGone()
+    body: bytes = msg.get("body", b"")
+    if not msg.get("more_body") and len(body) <= limit:
+        return body
+    parts = [body]
+    total = len(body)
+    while True:
+        # Checked before each read: without Content-Length (chunked), the server may hand
+        # over the whole body, however large, in one message.
+        if total > limit:
+            raise too_large(limit)
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk = msg.get("body", b"")
+        total += len(chunk)
+        parts.append(chunk)
+        if not msg.get("more_body") and total <= limit:
+            return b"".join(parts)
+
+
+_JSON = (b"content-type", b"application/json")
+
+
+async def send_error(send: Send, err: ProxyError, extra: Headers | None = None) -> None:
+    body = err.body()
+    headers = [_JSON, (b"content-length", str(len(body)).encode()), *err.headers, *(extra or [])]
+    await send({"type": "http.response.start", "status": err.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _DisconnectWatcher:
+    """Cancels the request's task when the client disconnects.
+
+    The body has been read, so the next `receive()` only returns on disconnect. A task
+    waits for it, but only once the request has lasted ARM_AFTER_S: most proxied calls
+    that finish sooner never pay for the task (a timer handle costs far less).
+    """
+
+    ARM_AFTER_S = 0.02
+    __slots__ = ("_handle", "_owner", "_receive", "_task", "gone")
+
+    def __init__(self, receive: Receive, owner: asyncio.Task[Any]) -> None:
+        self.gone = False
+        self._receive = receive
+        self._owner = owner
+        self._task: asyncio.Task[None] | None = None
+        self._handle = asyncio.get_running_loop().call_later(self.ARM_AFTER_S, self._arm)
+
+    def _arm(self) -> None:
+        self._task = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        msg = await self._receive()
+        if msg["type"] == "http.disconnect":
+            self.gone = True
+            self._owner.cancel()
+
+    def stop(self) -> None:
+        self._handle.cancel()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+
+class AsgiExchange:
+    """`Exchange` over an ASGI server's receive and send."""
+
+    __slots__ = ("_receive", "_send", "headers", "task")
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.headers: Headers = scope["headers"]
+        self._receive = receive
+        self._send = send
+        task = asyncio.current_task()
+        assert task is not None
+        self.task = task
+
+    async def body(self, limit: int) -> bytes:
+        return await read_body(self._receive, dict(self.headers), limit)
+
+    def watch(self) -> DisconnectWatch:
+        return _DisconnectWatcher(self._receive, self.task)
+
+    async def respond(self, status: int, headers: Headers, body: bytes) -> None:
+        headers = [*headers, (b"content-length", str(len(body)).encode())]
+        await self._send({"type": "http.response.start", "status": status, "headers": headers})
+        await self._send({"type": "http.response.body", "body": body})
+
+    async def start_stream(self, status: int, headers: Headers) -> None:
+        await self._send({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def send_chunk(self, data: bytes) -> None:
+        await self._send({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def end_stream(self, data: bytes) -> None:
+        await self._send({"type": "http.response.body", "body": data, "more_body": False})
