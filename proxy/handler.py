@@ -362,10 +362,12 @@ class _Request:
         if self.stream:
             await self._relay_rest(upstream, tap, first, target)
             return
-        _usage_from_body(raw, ev)
-        if ev.prompt_tokens == 0 and ev.completion_tokens == 0:
-            _estimate_usage(ev, self.data, None, raw)
-        await self._respond(200, raw, upstream.headers, name)
+        try:
+            await self._respond(200, raw, upstream.headers, name)
+        finally:  # the answer first; its usage is counted whether or not it reached the client
+            _usage_from_body(raw, ev)
+            if ev.prompt_tokens == 0 and ev.completion_tokens == 0:
+                _estimate_usage(ev, self.data, None, raw)
 
     async def _respond(self, status: int, body: bytes, upstream: Headers, backend: str) -> None:
         """A JSON answer with the upstream's passed-through headers and ours."""

@@ -11,26 +11,29 @@ from typing import Any
 
 import orjson
 
-_USAGE_KEYS = (b'"usage":{', b'"usage": {')
+_USAGE = b'"usage"'
 _EMPTY_CHOICES = (b'"choices":[]', b'"choices": []')
 _DONE = b"data: [DONE]"
 
 
 def _find_usage(data: bytes, start: int = 0) -> int:
-    """Offset of the first `"usage"` key holding an object in `data[start:]`, or -1."""
-    found = -1
-    for key in _USAGE_KEYS:
-        i = data.find(key, start)
-        if i >= 0 and (found < 0 or i < found):
-            found = i
-    return found
+    """Offset of the first `"usage":{` or `"usage": {` in `data[start:]`, or -1 (one pass
+    over a stream's bytes, not one per spelling)."""
+    i = data.find(_USAGE, start)
+    while i >= 0:
+        if data.startswith(b":{", i + 7) or data.startswith(b": {", i + 7):
+            return i
+        i = data.find(_USAGE, i + 7)
+    return -1
 
 
 def _event_start(data: bytes, lo: int, at: int) -> int:
     """Where the event holding data[at] begins: after the last blank line (LF or CRLF)
     between `lo` and `at`, else `lo`."""
     i = data.rfind(b"\n\n", lo, at)
-    j = data.rfind(b"\n\r\n", lo, at)
+    # A CRLF boundary matters only after the last LF one (a search back to `lo` for one
+    # that LF-framed streams never have was a scan of the whole buffer per usage event).
+    j = data.rfind(b"\n\r\n", max(lo, i), at)
     return max(lo, i + 2 if i >= 0 else lo, j + 3 if j >= 0 else lo)
 
 
@@ -139,6 +142,11 @@ class UsageTap:
         return self._process(rest) if rest.strip() else b""
 
     def _process(self, complete: bytes) -> bytes:
+        # [DONE] ends a stream: looked for at the end of the bytes first, so a stream in
+        # hand whole is not scanned for it (the usage-free runs are counted, not searched).
+        if complete.find(_DONE, len(complete) - 64) >= 0 or _DONE in complete:
+            self.saw_done = True
+            self.content_events -= 1  # counted with the plain events below; not content
         at = _find_usage(complete)
         if at < 0:
             self._count(complete)
@@ -150,6 +158,7 @@ class UsageTap:
         out: list[bytes] = []
         pos = 0
         n = len(complete)
+        changed = False
         while at >= 0:
             start = _event_start(complete, pos, at)
             end = _event_end(complete, at)
@@ -160,12 +169,15 @@ class UsageTap:
             event = complete[start:end]  # with its blank line
             self._last_usage_event = event
             if any(k in event for k in _EMPTY_CHOICES):  # the usage-only chunk
-                if not self.strip_usage_chunk:
+                if self.strip_usage_chunk:
+                    changed = True
+                else:
                     out.append(event)
             else:
                 self.content_events += 1
                 if self.strip_inline_usage:
                     event = cut_inline_usage(event, at - start)
+                    changed = True
                 out.append(event)
             pos = end
             at = _find_usage(complete, pos)
@@ -173,15 +185,11 @@ class UsageTap:
             plain = complete[pos:]
             self._count(plain)
             out.append(plain)
-        return b"".join(out)
+        return b"".join(out) if changed else complete
 
     def _count(self, events: bytes) -> None:
-        """Content events in a run of events without usage ([DONE] is not one)."""
-        count = events.count(b"data:")
-        if _DONE in events:
-            self.saw_done = True
-            count -= 1
-        self.content_events += count
+        """Events in a run of events without usage (_process takes [DONE] off)."""
+        self.content_events += events.count(b"data:")
 
     def usage(self) -> dict[str, Any] | None:
         """The last usage object the upstream sent (final totals, or the latest running ones)."""
