@@ -1,4 +1,4 @@
-"""The floor for a Python proxy: uvicorn + raw ASGI + one upstream client, nothing else.
+"""The floor for a Python proxy: a server, one upstream client, nothing else.
 
 Run it beside `hybridgate serve` against the same upstream to see what hybridgate's own
 features (auth, routing, metering, metrics) cost on top of moving the bytes, and what the
@@ -6,16 +6,24 @@ upstream client costs: `--client aiohttp` (a pooled aiohttp session, hybridgate'
 until 2026-11-27) or `--client h1` (proxy/backends/h1client.py, hybridgate's client now):
 
     python bench/bare_passthrough.py --port 14001 --upstream http://127.0.0.1:18000/v1 --client h1
+
+`--server uvicorn` (the default) is uvicorn + raw ASGI; `--server raw` is an asyncio protocol
+on httptools answering straight from its callbacks (with `--client h1` only): the floor
+for hybridgate's fast path (proxy/fastpath.py), which also skips uvicorn's ASGI cycle.
+Both answer a stream whole, as one JSON-typed body: the floor of moving the bytes.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import httptools
 import uvicorn
+import uvloop
 
 from proxy.backends.h1client import H1Pool
 
@@ -76,12 +84,69 @@ def make_app(upstream: str, client: str) -> Any:
     return app
 
 
+class RawPassthrough(asyncio.Protocol):
+    """HTTP/1.1 keep-alive on httptools, each request forwarded by its own task."""
+
+    def __init__(self, pool: H1Pool, prefix: str) -> None:
+        self.pool = pool
+        self.path = prefix + "/chat/completions"
+        self.parser = httptools.HttpRequestParser(self)
+        self.body: list[bytes] = []
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            assert self.transport is not None
+            self.transport.close()
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        body, self.body = b"".join(self.body), []
+        asyncio.get_running_loop().create_task(self.forward(body))
+
+    async def forward(self, body: bytes) -> None:
+        resp = await self.pool.request("POST", self.path, body)
+        data = await resp.read()
+        assert self.transport is not None
+        self.transport.write(
+            b"HTTP/1.1 %d OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+            % (resp.status, len(data), data)
+        )
+
+
+async def serve_raw(port: int, upstream: str) -> None:
+    pool = H1Pool(
+        upstream,
+        {"Content-Type": "application/json"},
+        connect_timeout_s=5,
+        read_timeout_s=60,
+        max_idle=256,
+    )
+    prefix = urlsplit(upstream).path.rstrip("/")
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: RawPassthrough(pool, prefix), "127.0.0.1", port)
+    await server.serve_forever()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=14001)
     ap.add_argument("--upstream", default="http://127.0.0.1:18000/v1")
     ap.add_argument("--client", choices=("aiohttp", "h1"), default="h1")
+    ap.add_argument("--server", choices=("uvicorn", "raw"), default="uvicorn")
     args = ap.parse_args()
+    if args.server == "raw":
+        if args.client != "h1":
+            ap.error("--server raw uses the h1 client")
+        uvloop.run(serve_raw(args.port, args.upstream))
+        return
     uvicorn.run(
         make_app(args.upstream, args.client),
         host="127.0.0.1",

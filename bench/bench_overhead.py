@@ -2,10 +2,11 @@
 
 Starts the simulator in API mode with zero latency (the upstream), `hybridgate serve` in
 front of it (metering, Prometheus, the windowed cost model and auth all on, memory://
-state), and two bare passthroughs (bench/bare_passthrough.py: uvicorn + raw ASGI + an
-upstream client, nothing else) as the floor of any Python proxy, one with aiohttp and one
+state), and three bare passthroughs (bench/bare_passthrough.py: a server and an upstream
+client, nothing else) as the floor of any Python proxy: uvicorn + raw ASGI with aiohttp and
 with hybridgate's own client (proxy/backends/h1client.py), so the client's share is measured
-in the same run. Then, for each target:
+in the same run, and a raw httptools protocol with that client ("bare raw": no ASGI, as
+hybridgate's fast path for the OpenAI routes). Then, for each target:
 
 - sequential latency (one request at a time): median and p99, non-streaming and streaming
   (time to first chunk and to the end of a 20-chunk stream);
@@ -183,9 +184,10 @@ models:
         )
         procs.append(hg)
         bare: dict[str, tuple[ManagedProcess, int]] = {}
-        for client in ("aiohttp", "h1"):
+        for client, server in (("aiohttp", "uvicorn"), ("h1", "uvicorn"), ("h1", "raw")):
             port = free_port()
-            bare[client] = (
+            name = client if server == "uvicorn" else server
+            bare[name] = (
                 ManagedProcess(
                     [
                         "taskset",
@@ -199,12 +201,14 @@ models:
                         upstream,
                         "--client",
                         client,
+                        "--server",
+                        server,
                     ],
-                    tmp / f"bare-{client}.log",
+                    tmp / f"bare-{name}.log",
                 ),
                 port,
             )
-            procs.append(bare[client][0])
+            procs.append(bare[name][0])
         wait_http(f"http://127.0.0.1:{up_port}/v1/models", 30, up.proc)
         wait_http(f"http://127.0.0.1:{hg_port}/health/live", 60, hg.proc)
         time.sleep(1.0)
