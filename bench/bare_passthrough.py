@@ -28,16 +28,20 @@ import uvloop
 from proxy.backends.h1client import H1Pool
 
 
-def make_app(upstream: str, client: str) -> Any:
-    session: aiohttp.ClientSession | None = None
-    prefix = urlsplit(upstream).path.rstrip("/")
-    pool = H1Pool(
+def upstream_pool(upstream: str) -> H1Pool:
+    return H1Pool(
         upstream,
         {"Content-Type": "application/json"},
         connect_timeout_s=5,
         read_timeout_s=60,
         max_idle=256,
     )
+
+
+def make_app(upstream: str, client: str) -> Any:
+    session: aiohttp.ClientSession | None = None
+    prefix = urlsplit(upstream).path.rstrip("/")
+    pool = upstream_pool(upstream)
 
     async def forward(body: bytes) -> tuple[int, bytes]:
         if client == "h1":
@@ -122,13 +126,7 @@ class RawPassthrough(asyncio.Protocol):
 
 
 async def serve_raw(port: int, upstream: str) -> None:
-    pool = H1Pool(
-        upstream,
-        {"Content-Type": "application/json"},
-        connect_timeout_s=5,
-        read_timeout_s=60,
-        max_idle=256,
-    )
+    pool = upstream_pool(upstream)
     prefix = urlsplit(upstream).path.rstrip("/")
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: RawPassthrough(pool, prefix), "127.0.0.1", port)
