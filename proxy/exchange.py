@@ -37,7 +37,8 @@ class Exchange(Protocol):
     task: asyncio.Task[Any]
 
     async def body(self, limit: int) -> bytes:
-        """The whole body; ProxyError 413 over `limit`, ClientGone if the client left."""
+        """The whole body; ProxyError 413 over `limit`, ClientGone if the client left.
+        (A declared Content-Length is the caller's to check first: check_declared_length.)"""
         ...
 
     def watch(self) -> DisconnectWatch:
@@ -80,6 +81,10 @@ async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -
     """The whole body from ASGI messages, refusing anything over `limit` without reading
     the rest."""
     check_declared_length(headers.get(b"content-length"), limit)
+    return await _receive_body(receive, limit)
+
+
+async def _receive_body(receive: Receive, limit: int) -> bytes:
     msg = await receive()
     if msg["type"] == "http.disconnect":
         raise ClientGone()
@@ -106,9 +111,9 @@ async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -
 _JSON = (b"content-type", b"application/json")
 
 
-async def send_error(send: Send, err: ProxyError, extra: Headers | None = None) -> None:
+async def send_error(send: Send, err: ProxyError) -> None:
     body = err.body()
-    headers = [_JSON, (b"content-length", str(len(body)).encode()), *err.headers, *(extra or [])]
+    headers = [_JSON, (b"content-length", str(len(body)).encode()), *err.headers]
     await send({"type": "http.response.start", "status": err.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -160,7 +165,7 @@ class AsgiExchange:
         self.task = task
 
     async def body(self, limit: int) -> bytes:
-        return await read_body(self._receive, dict(self.headers), limit)
+        return await _receive_body(self._receive, limit)
 
     def watch(self) -> DisconnectWatch:
         return _DisconnectWatcher(self._receive, self.task)

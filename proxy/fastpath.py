@@ -21,7 +21,7 @@ from http import HTTPStatus
 from typing import Any
 
 from proxy.errors import error_body
-from proxy.exchange import ClientGone, Headers, check_declared_length, too_large
+from proxy.exchange import ClientGone, Headers, too_large
 
 log = logging.getLogger("hybridgate")
 
@@ -143,7 +143,6 @@ class FastExchange:
     # ---- the Exchange surface, used by the handler
 
     async def body(self, limit: int) -> bytes:
-        check_declared_length(_header(self.headers, b"content-length"), limit)
         if self.more_body and self.expect_100 and not self.protocol.transport.is_closing():
             self.expect_100 = False
             self.protocol.transport.write(_CONTINUE)
@@ -225,10 +224,3 @@ class FastExchange:
         if not self.keep_alive:
             self.protocol.transport.close()
         self.protocol.on_response_complete()
-
-
-def _header(headers: Headers, name: bytes) -> bytes | None:
-    for k, v in headers:
-        if k == name:
-            return v
-    return None

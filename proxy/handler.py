@@ -26,7 +26,16 @@ import orjson
 from proxy.auth import Principal
 from proxy.backends.base import UpstreamFailure, UpstreamResponse
 from proxy.errors import ProxyError, error_body, normalize_upstream_error
-from proxy.exchange import AsgiExchange, ClientGone, Exchange, Headers, Receive, Scope, Send
+from proxy.exchange import (
+    AsgiExchange,
+    ClientGone,
+    Exchange,
+    Headers,
+    Receive,
+    Scope,
+    Send,
+    check_declared_length,
+)
 from proxy.failover import failover_reason
 from proxy.metering.events import Attempt, UsageEvent
 from proxy.metering.gpu import GpuShare
@@ -188,7 +197,9 @@ class _Request:
         principal: Principal = rt.auth.client(headers)
         ev.tenant = rt.tenant_label(principal.tenant)
         ev.key_name = principal.key_name
-        body = await exchange.body(rt.config.limits.max_body_bytes)
+        limit = rt.config.limits.max_body_bytes
+        check_declared_length(headers.get(b"content-length"), limit)  # before it is invited
+        body = await exchange.body(limit)
         data = self.data = parse_request(body, ev.endpoint)
         alias_name: str = data["model"]
         alias = rt.router.alias(alias_name)
@@ -371,19 +382,16 @@ class _Request:
 
     async def _respond(self, status: int, body: bytes, upstream: Headers, backend: str) -> None:
         """A JSON answer with the upstream's passed-through headers and ours."""
-        await self.exchange.respond(
-            status,
-            [
-                _JSON,
-                (_BACKEND, backend.encode()),
-                self._attempts_header(),
-                *(h for h in upstream if h[0] != b"content-type"),
-            ],
-            body,
-        )
+        await self.exchange.respond(status, [_JSON, *self._headers(upstream, backend)], body)
 
-    def _attempts_header(self) -> tuple[bytes, bytes]:
-        return (_ATTEMPTS, str(len(self.ev.attempts)).encode())
+    def _headers(self, upstream: Headers, backend: str) -> Headers:
+        """Ours (who answered, after how many attempts) and the upstream's passed through;
+        the content type is the caller's."""
+        return [
+            (_BACKEND, backend.encode()),
+            (_ATTEMPTS, str(len(self.ev.attempts)).encode()),
+            *(h for h in upstream if h[0] != b"content-type"),
+        ]
 
     def _upstream_error(
         self, upstream: UpstreamResponse, raw: bytes, target: PlannedTarget, last: bool
@@ -443,13 +451,7 @@ class _Request:
         an upstream failure ends the stream with an error event, and usage so far is kept."""
         exchange, ev = self.exchange, self.ev
         await exchange.start_stream(
-            200,
-            [
-                *_SSE_HEADERS,
-                (_BACKEND, target.backend.encode()),
-                self._attempts_header(),
-                *(h for h in upstream.headers if h[0] != b"content-type"),
-            ],
+            200, [*_SSE_HEADERS, *self._headers(upstream.headers, target.backend)]
         )
         # A stream already whole in hand (a fast upstream) goes out in one write with its
         # end; otherwise the first event goes now, as soon as it is there.

@@ -61,70 +61,6 @@ class _Sweeper:
             self._handle = self.loop.call_later(self.interval_s, self._sweep)
 
 
-class _HeldHead:
-    """Stands in for the transport around uvicorn's `send`. While `holding`, what uvicorn
-    writes (the response head) is kept; then the next write carries it along, and a close,
-    or the end of a send that wrote nothing (a HEAD answer), flushes it first."""
-
-    __slots__ = ("head", "holding", "real")
-
-    def __init__(self, real: asyncio.Transport) -> None:
-        self.real = real
-        self.head = b""
-        self.holding = True
-
-    def write(self, data: bytes) -> None:
-        if self.holding:
-            self.head += data
-            return
-        if self.head:
-            data, self.head = self.head + data, b""
-        self.real.write(data)
-
-    def flush(self) -> None:
-        if self.head:
-            self.real.write(self.head)
-            self.head = b""
-
-    def is_closing(self) -> bool:
-        return self.real.is_closing()
-
-    def close(self) -> None:
-        self.flush()
-        self.real.close()
-
-
-class CoalescingCycle(RequestResponseCycle):
-    """uvicorn's request cycle, with the response head held back and written together with
-    the first piece of the body: one send(2) per small answer instead of two (a syscall was
-    ~7% of the proxy's CPU per request). Everything else is uvicorn's own `send`."""
-
-    _held: _HeldHead | None = None
-
-    async def send(self, message: Any) -> None:
-        held = self._held
-        starting = not self.response_started and message.get("type") == "http.response.start"
-        if not starting and held is None:
-            await super().send(message)
-            return
-        transport = self.transport
-        if starting:
-            held = _HeldHead(transport)
-        else:
-            assert held is not None
-            held.holding = False
-            self._held = None
-        self.transport = held  # type: ignore[assignment]
-        try:
-            await super().send(message)
-        finally:
-            self.transport = transport
-            if starting:
-                self._held = held
-            elif not transport.is_closing():
-                held.flush()
-
-
 def guarded_protocol(
     header_timeout_s: float, body_timeout_s: float, keep_alive_timeout_s: float = 30.0
 ) -> type[HttpToolsProtocol]:
@@ -218,8 +154,10 @@ def guarded_protocol(
             if cycle.__class__ is FastExchange:
                 if not cycle.response_complete:
                     cycle.finish_body()  # type: ignore[attr-defined]
-                return
-            super().on_message_complete()
+            else:
+                super().on_message_complete()
+            if cycle.response_complete and not self.pipeline:
+                self._arm_idle()  # answered before its body was all in (a 413, say)
 
         def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
             if cycle.__class__ is FastExchange:
@@ -228,7 +166,6 @@ def guarded_protocol(
                 task.add_done_callback(self.tasks.discard)
                 self.tasks.add(task)
                 return
-            cycle.__class__ = CoalescingCycle  # the same object, with the coalescing send
             super()._start_asgi_task(cycle, app)
 
         def on_response_complete(self) -> None:
@@ -239,7 +176,13 @@ def guarded_protocol(
             if self.pipeline:
                 cycle, app = self.pipeline.pop()
                 self._start_asgi_task(cycle, app)
-            elif self._deadline is None:  # not already inside the next request's head
+            else:
+                self._arm_idle()
+
+        def _arm_idle(self) -> None:
+            """The keep-alive timeout, unless a deadline (the next request's head, or this
+            request's body still arriving) is already running."""
+            if self._deadline is None:
                 self._deadline = self.loop.time() + self.timeout_keep_alive
                 self._idle = True
 

@@ -232,6 +232,22 @@ def test_an_idle_keep_alive_connection_is_closed(proxy: ProxyHandle) -> None:
         assert time.monotonic() - t0 > 0.5  # not closed at once: it was kept alive first
 
 
+@pytest.mark.timeout(60)
+def test_a_connection_answered_before_its_body_arrived_still_times_out_idle(
+    proxy: ProxyHandle,
+) -> None:
+    with connect(proxy) as s:
+        # The 413 goes out on the headers alone; the body sent after it is read and dropped,
+        # and then the connection is idle like any other (keep_alive_timeout_s is 1).
+        request = post("/v1/chat/completions", b"x" * (LIMIT + 1))
+        s.sendall(request[: -(LIMIT + 1)])
+        reader = Reader(s)
+        assert reader.read(1)[0].status == 413
+        s.sendall(request[-(LIMIT + 1) :])
+        s.settimeout(10)
+        assert s.recv(1) == b""
+
+
 def test_a_header_value_with_cr_or_lf_is_refused() -> None:
     assert head(200, [(b"x-a", b"b")], b"\r\n") == b"HTTP/1.1 200 OK\r\nx-a: b\r\n\r\n"
     for bad in (b"b\r\nset-cookie: x", b"b\nx", b"b\rx"):
