@@ -2,9 +2,9 @@
 upstream without bound.
 
 50 clients open long streams from a fast vLLM-like upstream and stop reading. The relay
-awaits uvicorn's `send`, which waits while the client socket is full; the upstream client
-(proxy/backends/h1client.py) then stops reading the upstream socket past its high-water
-mark. The test sees that happen from the kernel's side (/proc/net/tcp: the upstream's
+(proxy/fastpath.py) waits on uvicorn's flow control while the client socket is full; the
+upstream client (proxy/backends/h1client.py) then stops reading the upstream socket past
+its high-water mark. The test sees that happen from the kernel's side (/proc/net/tcp: the upstream's
 bytes pile up unread in the proxy's sockets) while the upstream goes on generating far
 more than the bound, and the proxy's RSS stays within it. Other clients are served
 meanwhile; a stalled client that resumes gets its whole stream; the ones that hang up are
