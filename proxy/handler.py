@@ -422,7 +422,9 @@ class _Request:
     async def _first_events(self, upstream: UpstreamResponse, name: str) -> tuple[UsageTap, bytes]:
         """Read until the first complete SSE event: until then a failure can still fail over."""
         tap = UsageTap(
-            strip_usage_chunk=not self.want_usage, strip_inline_usage=not self.want_continuous
+            strip_usage_chunk=not self.want_usage,
+            strip_inline_usage=not self.want_continuous,
+            inline_expected=self.rt.engine_kind(name) == "vllm",  # asked for them (_upstream_body)
         )
         self._chunks = upstream.chunks()
         first = b""

@@ -2,7 +2,8 @@
 
 Per chunk the work is bytes in, bytes out: find complete events, look for a usage
 object with a substring search, and only parse (orjson) the few events that carry one.
-Parsing of the usage itself is deferred to the end of the stream.
+Parsing of the usage itself is deferred to the end of the stream, and so is counting the
+events (needed only when the upstream's usage is missing or in doubt).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import orjson
 _USAGE = b'"usage"'
 _EMPTY_CHOICES = (b'"choices":[]', b'"choices": []')
 _DONE = b"data: [DONE]"
+# Bytes of relayed events held (by reference) for counting later; past this, counted now.
+_MAX_UNCOUNTED = 256 * 1024
 
 
 def _find_usage(data: bytes, start: int = 0) -> int:
@@ -24,6 +27,17 @@ def _find_usage(data: bytes, start: int = 0) -> int:
         if data.startswith(b":{", i + 7) or data.startswith(b": {", i + 7):
             return i
         i = data.find(_USAGE, i + 7)
+    return -1
+
+
+def _rfind_usage(data: bytes, end: int) -> int:
+    """Offset of the last `"usage":{` or `"usage": {` in `data[:end]`, or -1: searched from
+    the end, where an OpenAI-style stream keeps its one usage object."""
+    i = data.rfind(_USAGE, 0, end)
+    while i >= 0:
+        if data.startswith(b":{", i + 7) or data.startswith(b": {", i + 7):
+            return i
+        i = data.rfind(_USAGE, 0, i)
     return -1
 
 
@@ -100,26 +114,45 @@ class UsageTap:
         when the client did not ask for it.
     strip_inline_usage: cut the per-chunk usage object that vLLM's continuous usage
         stats add, when the client did not ask for them.
+    inline_expected: the upstream may send per-chunk usage objects (it was asked for
+        them): every event is looked at. Otherwise a piece is searched from its end for its
+        one usage object (the usage chunk), and the scan of every event is spent only if
+        that turns out to be inline usage to cut after all.
     """
 
     __slots__ = (
         "_buf",
+        "_counted",
         "_last_usage_event",
-        "content_events",
+        "_uncounted",
+        "_uncounted_bytes",
+        "inline_expected",
         "saw_done",
         "saw_error",
         "strip_inline_usage",
         "strip_usage_chunk",
     )
 
-    def __init__(self, strip_usage_chunk: bool, strip_inline_usage: bool) -> None:
+    def __init__(
+        self, strip_usage_chunk: bool, strip_inline_usage: bool, inline_expected: bool = True
+    ) -> None:
         self.strip_usage_chunk = strip_usage_chunk
         self.strip_inline_usage = strip_inline_usage
+        self.inline_expected = inline_expected
         self._buf = b""
         self._last_usage_event: bytes | None = None
-        self.content_events = 0
+        self._counted = 0
+        self._uncounted: list[tuple[bytes, int, int]] = []
+        self._uncounted_bytes = 0
         self.saw_done = False
         self.saw_error = False
+
+    @property
+    def content_events(self) -> int:
+        """Content events relayed so far (usage-only chunks and [DONE] not counted)."""
+        if self._uncounted:
+            self._fold()
+        return self._counted
 
     def feed(self, data: bytes) -> bytes:
         """Take upstream bytes; return the complete events to forward (maybe b"")."""
@@ -143,18 +176,44 @@ class UsageTap:
 
     def _process(self, complete: bytes) -> bytes:
         # [DONE] ends a stream: looked for at the end of the bytes first, so a stream in
-        # hand whole is not scanned for it (the usage-free runs are counted, not searched).
-        if complete.find(_DONE, len(complete) - 64) >= 0 or _DONE in complete:
+        # hand whole is not scanned for it.
+        n = len(complete)
+        if complete.find(_DONE, n - 64) >= 0 or _DONE in complete:
             self.saw_done = True
-            self.content_events -= 1  # counted with the plain events below; not content
-        at = _find_usage(complete)
+            self._counted -= 1  # counted with the plain events; not content
+        if self.inline_expected:
+            return self._process_every_event(complete)
+        at = _rfind_usage(complete, n)
         if at < 0:
-            self._count(complete)
-            if b'"error"' in complete and complete.lstrip().startswith(b'data: {"error"'):
+            self._count(complete, 0, n)
+            if complete.lstrip().startswith(b'data: {"error"'):
                 self.saw_error = True
             return complete
-        # Only the events that carry a usage object are looked at one by one; the runs of
-        # plain events between them go through as slices (a usage chunk comes once, last).
+        start = _event_start(complete, 0, at)
+        end = _event_end(complete, at)
+        event = complete[start:end]
+        if not any(k in event for k in _EMPTY_CHOICES):
+            if self.strip_inline_usage:  # inline usage nobody asked for: every event, then
+                return self._process_every_event(complete)
+            self._last_usage_event = event
+            self._count(complete, 0, n)
+            return complete
+        self._last_usage_event = event
+        self._count(complete, 0, start)
+        self._count(complete, end, n)
+        if self.strip_usage_chunk:
+            return complete[:start] + complete[end:]
+        return complete
+
+    def _process_every_event(self, complete: bytes) -> bytes:
+        """Each event that carries a usage object looked at, the runs of plain events
+        between them passed through as they are."""
+        at = _find_usage(complete)
+        if at < 0:
+            self._count(complete, 0, len(complete))
+            if complete.lstrip().startswith(b'data: {"error"'):
+                self.saw_error = True
+            return complete
         out: list[bytes] = []
         pos = 0
         n = len(complete)
@@ -163,9 +222,8 @@ class UsageTap:
             start = _event_start(complete, pos, at)
             end = _event_end(complete, at)
             if start > pos:
-                plain = complete[pos:start]
-                self._count(plain)
-                out.append(plain)
+                self._count(complete, pos, start)
+                out.append(complete[pos:start])
             event = complete[start:end]  # with its blank line
             self._last_usage_event = event
             if any(k in event for k in _EMPTY_CHOICES):  # the usage-only chunk
@@ -174,7 +232,7 @@ class UsageTap:
                 else:
                     out.append(event)
             else:
-                self.content_events += 1
+                self._counted += 1
                 if self.strip_inline_usage:
                     event = cut_inline_usage(event, at - start)
                     changed = True
@@ -182,14 +240,23 @@ class UsageTap:
             pos = end
             at = _find_usage(complete, pos)
         if pos < n:
-            plain = complete[pos:]
-            self._count(plain)
-            out.append(plain)
+            self._count(complete, pos, n)
+            out.append(complete[pos:])
         return b"".join(out) if changed else complete
 
-    def _count(self, events: bytes) -> None:
-        """Events in a run of events without usage (_process takes [DONE] off)."""
-        self.content_events += events.count(b"data:")
+    def _count(self, data: bytes, start: int, end: int) -> None:
+        """Events in data[start:end], a run without usage objects: kept to be counted if
+        the count is asked for, up to a bound on what is held."""
+        if end > start:
+            self._uncounted.append((data, start, end))
+            self._uncounted_bytes += end - start
+            if self._uncounted_bytes > _MAX_UNCOUNTED:
+                self._fold()
+
+    def _fold(self) -> None:
+        self._counted += sum(data.count(b"data:", s, e) for data, s, e in self._uncounted)
+        self._uncounted.clear()
+        self._uncounted_bytes = 0
 
     def usage(self) -> dict[str, Any] | None:
         """The last usage object the upstream sent (final totals, or the latest running ones)."""

@@ -16,6 +16,7 @@ before any byte of the answer came back (the keep-alive race every pooled client
 from __future__ import annotations
 
 import asyncio
+import itertools
 import ssl
 import time
 from collections import deque
@@ -61,6 +62,7 @@ class _Conn(asyncio.BufferedProtocol):
         "idle_since",
         "keep_alive",
         "lost",
+        "on_body",
         "paused",
         "status",
         "streaming",
@@ -77,11 +79,15 @@ class _Conn(asyncio.BufferedProtocol):
         self.reset()
 
     def reset(self) -> None:
+        self.body: list[bytes] = []
+        # httptools calls this per body piece (per chunk of a chunked answer: one per SSE
+        # event of a stream): the list's own append, not a Python method; `buffered` and
+        # the high-water check follow once per read, in buffer_updated.
+        self.on_body = self.body.append
         self._parser = httptools.HttpResponseParser(self)
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.headers_done = False
-        self.body: list[bytes] = []
         self.buffered = 0
         self.done = False
         self.error: BaseException | None = None
@@ -100,11 +106,23 @@ class _Conn(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self.got_bytes = True
+        body = self.body
+        held = len(body)
         try:
             self._parser.feed_data(_read_buffer[:nbytes])
         except httptools.HttpParserError as exc:
             self.error = ValueError(f"upstream sent malformed HTTP ({exc})")
             self.abort()
+        if len(body) > held:
+            self.buffered += sum(map(len, itertools.islice(body, held, None)))
+            if (
+                self.streaming
+                and self.buffered >= HIGH_WATER
+                and not self.paused
+                and self.transport is not None
+            ):
+                self.paused = True
+                self.transport.pause_reading()
         self._wake()
 
     def eof_received(self) -> bool:
@@ -135,18 +153,6 @@ class _Conn(asyncio.BufferedProtocol):
         self.status = status
         self.keep_alive = self._parser.should_keep_alive()
         self.headers_done = True
-
-    def on_body(self, body: bytes) -> None:
-        self.body.append(body)
-        self.buffered += len(body)
-        if (
-            self.streaming
-            and self.buffered >= HIGH_WATER
-            and not self.paused
-            and self.transport is not None
-        ):
-            self.paused = True
-            self.transport.pause_reading()
 
     def on_message_complete(self) -> None:
         if self.headers_done:

@@ -136,3 +136,44 @@ def test_relay_equals_the_stream_minus_what_is_stripped(
     assert tap.saw_done
     assert tap.content_events == content
     assert tap.usage() == last_usage
+
+
+@given(
+    kinds=st.lists(st.sampled_from(["plain", "inline"]), max_size=10),
+    usage_chunk=st.booleans(),
+    crlf=st.booleans(),
+    strip_chunk=st.booleans(),
+    strip_inline=st.booleans(),
+    cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=6),
+)
+def test_searching_from_the_end_relays_what_the_event_by_event_scan_does(
+    kinds: list[str],
+    usage_chunk: bool,
+    crlf: bool,
+    strip_chunk: bool,
+    strip_inline: bool,
+    cuts: list[int],
+) -> None:
+    """A tap that was not told to expect inline usage searches each piece from its end: for
+    an OpenAI-shaped stream (one usage chunk at the end), or inline usage nobody asked for
+    (then it falls back to every event), it relays and counts exactly what the full scan does."""
+    if usage_chunk and "inline" in kinds:
+        kinds = ["plain" for _ in kinds]
+    sep = b"\r\n\r\n" if crlf else b"\n\n"
+    parts = []
+    for i, kind in enumerate(kinds):
+        obj: dict = {"id": "c", "choices": [{"index": 0, "delta": {"content": f"t{i}"}}]}
+        if kind == "inline":
+            obj["usage"] = {"prompt_tokens": 5, "completion_tokens": i + 1}
+        parts.append(_event(obj, sep))
+    if usage_chunk:
+        parts.append(_event({"id": "c", "choices": [], "usage": USAGE}, sep))
+    parts.append(_event("[DONE]", sep))
+    stream = b"".join(parts)
+    cuts = [c for c in cuts if c <= len(stream)]
+    taps = [UsageTap(strip_chunk, strip_inline, inline_expected=e) for e in (True, False)]
+    full, from_end = (_relay(tap, stream, cuts) for tap in taps)
+    assert from_end == full
+    assert [t.content_events for t in taps] == [len(kinds)] * 2
+    assert taps[1].usage() == taps[0].usage()
+    assert taps[1].saw_done
