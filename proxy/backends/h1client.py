@@ -76,15 +76,19 @@ class _Conn(asyncio.BufferedProtocol):
         self.lost = False
         self.idle_since = 0.0
         self._waiter: asyncio.Future[None] | None = None
-        self.reset()
-
-    def reset(self) -> None:
         self.body: list[bytes] = []
         # httptools calls this per body piece (per chunk of a chunked answer: one per SSE
         # event of a stream): the list's own append, not a Python method; `buffered` and
         # the high-water check follow once per read, in buffer_updated.
         self.on_body = self.body.append
+        # One parser for the connection's life: llhttp reads keep-alive answers one
+        # after another (a connection is reused only after an answer completed cleanly).
         self._parser = httptools.HttpResponseParser(self)
+        self.reset()
+
+    def reset(self) -> None:
+        """Ready for the next answer on this connection."""
+        self.body.clear()
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.headers_done = False

@@ -136,6 +136,33 @@ async def test_chunked_and_until_close_bodies() -> None:
     assert raw.connections == 2  # not reused after connection: close
 
 
+async def test_one_connection_reads_answers_of_every_kind_in_turn() -> None:
+    """A kept-alive connection parses each answer from a clean state: a stream, an error
+    with its own headers, then a plain answer, twice over, on one socket."""
+    answers = [
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 1\r\ncontent-length: 4\r\n\r\nslow",
+        ok(b"done"),
+    ]
+    turn = iter(answers * 2)
+
+    async def answer(req: bytes) -> bytes:
+        return next(turn)
+
+    async with serving(answer) as (raw, url):
+        p = pool(url)
+        for _ in range(2):
+            resp = await p.request("POST", "/v1/x", b"{}")
+            assert (resp.status, b"".join([c async for c in resp.chunks()])) == (200, b"abc")
+            resp = await p.request("POST", "/v1/x", b"{}")
+            assert (resp.status, await resp.read()) == (429, b"slow")
+            assert resp.raw_headers == [(b"retry-after", b"1"), (b"content-length", b"4")]
+            resp = await p.request("POST", "/v1/x", b"{}")
+            assert (resp.status, await resp.read()) == (200, b"done")
+        p.close()
+    assert raw.connections == 1
+
+
 async def test_interim_100_continue_is_skipped() -> None:
     async def answer(req: bytes) -> bytes:
         return b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"done")
