@@ -42,6 +42,7 @@ from proxy.metering.gpu import GpuShare
 from proxy.metering.tokens import cheap_prompt_estimate, estimate_prompt_tokens
 from proxy.router import Plan, PlannedTarget, RouteRequest
 from proxy.sse import UsageTap
+from proxy.timeouts import timeouts_for
 
 log = logging.getLogger("hybridgate.request")
 
@@ -531,9 +532,10 @@ class _UpstreamError(ProxyError):
 
 
 class _Deadline:
-    """`asyncio.timeout_at` for the request path, for less: one timer handle and a flag
-    (asyncio's state machine and rescheduling were ~7% of the proxy's CPU per request).
-    TimeoutError at `when`; a cancellation from elsewhere still propagates as such."""
+    """`asyncio.timeout_at` for the request path, for less: one entry in the loop's
+    Timeouts (proxy/timeouts.py) and a flag (asyncio's state machine and rescheduling were
+    ~7% of the proxy's CPU per request). TimeoutError at `when`; a cancellation from
+    elsewhere still propagates as such."""
 
     __slots__ = ("_fired", "_handle", "_task", "_when")
 
@@ -543,7 +545,7 @@ class _Deadline:
         self._fired = False
 
     async def __aenter__(self) -> None:
-        self._handle = self._task.get_loop().call_at(self._when, self._fire)
+        self._handle = timeouts_for(self._task.get_loop()).at(self._when, _Deadline._fire, self)
 
     def _fire(self) -> None:
         self._fired = True

@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from proxy.timeouts import timeouts_for
+
 # A stream stops being read from the upstream socket once this much waits to be relayed
 # (tests/integration/test_backpressure.py holds the proxy to it).
 HIGH_WATER = 32 * 1024
@@ -173,16 +175,17 @@ class _Conn(asyncio.BufferedProtocol):
     async def wait(self, timeout_s: float | None) -> None:
         """Until more arrives, the answer ends or the connection breaks; TimeoutError after
         `timeout_s` without any of these."""
-        fut = self._loop.create_future()
+        loop = self._loop
+        fut = loop.create_future()
         self._waiter = fut
         if timeout_s is None:
             await fut
             return
-        handle = self._loop.call_later(timeout_s, _expire, fut)
+        timeout = timeouts_for(loop).at(loop.time() + timeout_s, _expire, fut)
         try:
             await fut  # TimeoutError from _expire
         finally:
-            handle.cancel()
+            timeout.cancel()
 
     def take(self, limit: int = 0) -> bytes:
         """What has arrived (at most `limit` bytes if given), and resume reading the socket
