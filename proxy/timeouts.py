@@ -13,10 +13,13 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
 import math
 import weakref
 from collections.abc import Callable
 from typing import Any
+
+log = logging.getLogger("hybridgate")
 
 # Cancelled entries are left in the heap until they surface or until they are this many
 # and half of it: then the heap is rebuilt from the live ones.
@@ -95,7 +98,10 @@ class Timeouts:
             timeout.live = False
             callback, arg = timeout.callback, timeout.arg
             timeout.arg = None
-            callback(arg)
+            try:
+                callback(arg)
+            except Exception:  # one broken callback must not strand the timeouts after it
+                log.exception("timeout callback failed")
 
 
 _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Timeouts] = (

@@ -80,3 +80,22 @@ def test_a_timeout_firing_from_another_timeouts_callback_arms_the_next() -> None
         await asyncio.wait_for(done, 2)
 
     uvloop.run(main())
+
+
+def test_a_failing_callback_does_not_strand_the_ones_after_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        timeouts = Timeouts(loop)
+        done = loop.create_future()
+
+        def broken(_: object) -> None:
+            raise RuntimeError("broken callback")
+
+        timeouts.at(loop.time() + 0.01, broken, None)
+        timeouts.at(loop.time() + 0.03, lambda _: done.set_result(True), None)
+        assert await asyncio.wait_for(done, 2)
+
+    uvloop.run(main())
+    assert "timeout callback failed" in caplog.text
