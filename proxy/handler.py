@@ -16,7 +16,6 @@ import contextlib
 import itertools
 import logging
 import os
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,7 +40,7 @@ from proxy.metering.events import Attempt, UsageEvent
 from proxy.metering.gpu import GpuShare
 from proxy.metering.tokens import cheap_prompt_estimate, estimate_prompt_tokens
 from proxy.router import Plan, PlannedTarget, RouteRequest
-from proxy.sse import UsageTap
+from proxy.sse import USAGE_OBJECT, UsageTap
 from proxy.timeouts import timeouts_for
 
 log = logging.getLogger("hybridgate.request")
@@ -587,16 +586,11 @@ def _apply_usage(usage: dict[str, Any], ev: UsageEvent) -> None:
             ev.cached_tokens = min(cached, ev.prompt_tokens)
 
 
-# The usage object of a JSON answer (numbers and objects of numbers, nested once, as in
-# OpenAI's and vLLM's): parsing it alone is cheaper than parsing a long answer whole.
-_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*(\{(?:[^{}"]|"[a-z_]*"|\{[^{}]*\})*\})')
-
-
 def _usage_from_body(raw: bytes, ev: UsageEvent) -> None:
     i = raw.rfind(b'"usage"')
     if i < 0:
         return
-    m = _USAGE_OBJECT.match(raw, i)
+    m = USAGE_OBJECT.match(raw, i)  # parsing the usage alone: cheaper than the answer whole
     try:
         if m is not None:
             usage = orjson.loads(m.group(1))

@@ -8,11 +8,15 @@ events (needed only when the upstream's usage is missing or in doubt).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
 
 _USAGE = b'"usage"'
+# A usage object as OpenAI and vLLM write it (numbers, null, objects of those nested once):
+# matched by the regex engine instead of walking it byte by byte in Python.
+USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*(\{(?:[^{}"]|"[a-z_]*"|\{[^{}]*\})*\})')
 _EMPTY_CHOICES = (b'"choices":[]', b'"choices": []')
 _DONE = b"data: [DONE]"
 # Bytes of relayed events held (by reference) for counting later; past this, counted now.
@@ -90,8 +94,10 @@ def _object_end(data: bytes, start: int) -> int:
 
 def cut_inline_usage(event: bytes, at: int) -> bytes:
     """Remove `,"usage":{...}` (or `"usage":{...},`) from one event at byte level."""
-    brace = event.find(b"{", at)
-    end = _object_end(event, brace)
+    m = USAGE_OBJECT.match(event, at)
+    # The usual shape by the regex engine; strings with braces in them or deeper nesting
+    # walked byte by byte.
+    end = m.end() if m is not None else _object_end(event, event.find(b"{", at))
     if end < 0:
         return event
     j = at - 1
