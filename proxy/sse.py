@@ -19,8 +19,10 @@ _USAGE = b'"usage"'
 USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*(\{(?:[^{}"]|"[a-z_]*"|\{[^{}]*\})*\})')
 _EMPTY_CHOICES = (b'"choices":[]', b'"choices": []')
 _DONE = b"data: [DONE]"
-# Bytes of relayed events held (by reference) for counting later; past this, counted now.
-_MAX_UNCOUNTED = 256 * 1024
+# Bytes of relayed events a stream holds (by reference) to count later, if ever; past this
+# they are counted now. It bounds what every open stream keeps after relaying it; a fast
+# upstream's whole answer in one piece (at most h1client's STREAM_PIECE, 16 KiB) fits.
+_MAX_UNCOUNTED = 16 * 1024
 
 
 def _find_usage(data: bytes, start: int = 0) -> int:
@@ -191,10 +193,7 @@ class UsageTap:
             return self._process_every_event(complete)
         at = _rfind_usage(complete, n)
         if at < 0:
-            self._count(complete, 0, n)
-            if complete.lstrip().startswith(b'data: {"error"'):
-                self.saw_error = True
-            return complete
+            return self._plain(complete)
         start = _event_start(complete, 0, at)
         end = _event_end(complete, at)
         event = complete[start:end]
@@ -216,10 +215,7 @@ class UsageTap:
         between them passed through as they are."""
         at = _find_usage(complete)
         if at < 0:
-            self._count(complete, 0, len(complete))
-            if complete.lstrip().startswith(b'data: {"error"'):
-                self.saw_error = True
-            return complete
+            return self._plain(complete)
         out: list[bytes] = []
         pos = 0
         n = len(complete)
@@ -249,6 +245,13 @@ class UsageTap:
             self._count(complete, pos, n)
             out.append(complete[pos:])
         return b"".join(out) if changed else complete
+
+    def _plain(self, complete: bytes) -> bytes:
+        """Events without a usage object: counted (later), passed through as they are."""
+        self._count(complete, 0, len(complete))
+        if complete.lstrip().startswith(b'data: {"error"'):
+            self.saw_error = True
+        return complete
 
     def _count(self, data: bytes, start: int, end: int) -> None:
         """Events in data[start:end], a run without usage objects: kept to be counted if

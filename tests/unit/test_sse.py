@@ -177,3 +177,19 @@ def test_searching_from_the_end_relays_what_the_event_by_event_scan_does(
     assert [t.content_events for t in taps] == [len(kinds)] * 2
     assert taps[1].usage() == taps[0].usage()
     assert taps[1].saw_done
+
+
+def test_a_long_stream_is_counted_right_and_holds_little_to_count_later() -> None:
+    """Events are counted lazily, but a long stream does not keep what it relayed: past the
+    bound the held pieces are counted and let go, and the total still comes out exact."""
+    from proxy.sse import _MAX_UNCOUNTED
+
+    stream = b"".join(_chunk(i) for i in range(3000)) + USAGE_CHUNK + DONE
+    tap = UsageTap(strip_usage_chunk=True, strip_inline_usage=True, inline_expected=False)
+    for i in range(0, len(stream), 700):
+        tap.feed(stream[i : i + 700])
+        assert tap._uncounted_bytes <= _MAX_UNCOUNTED
+    tap.flush()
+    assert tap.content_events == 3000
+    assert tap.usage() == USAGE
+    assert tap.saw_done
