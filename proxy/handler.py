@@ -413,7 +413,10 @@ class _Request:
             )
         reason = failover_reason(status, code, raw)
         if reason is not None and not last:
-            raise _Failover(reason, _UpstreamError(status, err_body, upstream.headers))
+            # It may still be the answer (a context-length 400 with no larger window after
+            # it): with our headers, like any answer a backend gave.
+            headers = self._headers(upstream.headers, target.backend)
+            raise _Failover(reason, _UpstreamError(status, err_body, headers))
         if reason is not None:
             self.ev.attempts[-1].reason = reason
             self.rt.on_failure(target.backend, reason)
@@ -518,12 +521,11 @@ class _Failover(Exception):
 
 
 class _UpstreamError(ProxyError):
-    """An upstream error passed back as is (already OpenAI-shaped)."""
+    """An upstream error passed back as is (already OpenAI-shaped), with the headers of
+    `_Request._headers` (no content type: the answer's is ours)."""
 
-    def __init__(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-        super().__init__(
-            status, "", headers=[h for h in headers if h[0] != b"content-type"], outcome="error"
-        )
+    def __init__(self, status: int, body: bytes, headers: Headers) -> None:
+        super().__init__(status, "", headers=headers, outcome="error")
         self._body = body
 
     def body(self) -> bytes:

@@ -14,7 +14,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from typing import Any
 import httpx
 
 from proxy.demo.traffic import Plan, TrafficStats, drive, expected_requests
+from proxy.ports import free_port
 
 SELF_HOSTED_MODEL = "meta-llama/Llama-3.3-70B-Instruct"
 GPU_BACKENDS = frozenset({"local-vllm"})
@@ -35,16 +35,6 @@ GPU_BACKENDS = frozenset({"local-vllm"})
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def free_port(preferred: int = 0) -> int:
-    """`preferred` if nothing listens there (0: any free port)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", preferred))
-        except OSError:
-            s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Processes:

@@ -171,6 +171,8 @@ def test_context_length_400_without_a_larger_window_goes_back(
     books = Books(proxy, local, api)
     a = ask(proxy.base_url, stream, model="narrow", messages=LONG)
     assert a.status == 400 and "maximum context length" in a.error["message"]
+    # The engine's answer, with our headers like any other a backend gave.
+    assert (a.backend, a.attempts) == ("local", 1)
     assert books.api_delta() == 0
     assert books.failovers("context_length") == 0
 
