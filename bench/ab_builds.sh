@@ -11,40 +11,18 @@
 # compare builds within a round. Needs `../shared/peer-bench/run.sh setup` (WORK).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-HARNESS=${HARNESS:-$ROOT/../shared/peer-bench}
-WORK=${WORK:-${TMPDIR:-/tmp}/peerbench}
-PY=$WORK/tools-venv/bin/python
-ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-5}
-LOAD_CPU=${LOAD_CPU:-0}
-PROXY_CPU=${PROXY_CPU:-1}
+. "$(dirname "$0")/ab_common.sh"
 [ $# -ge 1 ] || { echo "usage: $0 REV [REV ...]" >&2; exit 2; }
-[ -x "$PY" ] || { echo "run $HARNESS/run.sh setup first (no $PY)" >&2; exit 2; }
 command -v wrk >/dev/null || { echo "wrk is missing (run.sh setup installs it)" >&2; exit 2; }
-
-TMP=$(mktemp -d)
-PIDS=()
-TREES=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  for t in "${TREES[@]}"; do git -C "$ROOT" worktree remove --force "$t" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-UP_PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-taskset -c "$LOAD_CPU" "$PY" "$HARNESS/upstream.py" --port "$UP_PORT" >"$TMP/upstream.log" 2>&1 &
-PIDS+=($!)
 
 PORTS=()
 i=0
 for rev in "$@"; do
   tree=$TMP/tree-$i
   git -C "$ROOT" worktree add -q --detach "$tree" "$rev"
-  TREES+=("$tree")
-  port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  AT_EXIT+=("git -C '$ROOT' worktree remove --force '$tree' 2>/dev/null")
+  port=$(free_port)
   cat >"$TMP/hg-$i.yaml" <<EOF
 listen: {host: 127.0.0.1, port: $port}
 backends:
@@ -60,7 +38,6 @@ EOF
   i=$((i + 1))
 done
 
-url() { echo "http://127.0.0.1:$1/v1/chat/completions"; }
 for port in "$UP_PORT" "${PORTS[@]}"; do
   for _ in $(seq 1 100); do
     curl -s -o /dev/null -X POST "$(url "$port")" -H 'content-type: application/json' \

@@ -16,33 +16,13 @@
 # seconds of fixed-rate open-loop load, alternating, so drift hits all of them alike.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-HARNESS=${HARNESS:-$ROOT/../shared/peer-bench}
-WORK=${WORK:-${TMPDIR:-/tmp}/peerbench}
-PY=$WORK/tools-venv/bin/python
-ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-8}
 RATES=${RATES:-100 300}
-LOAD_CPU=${LOAD_CPU:-0}
-PROXY_CPU=${PROXY_CPU:-1}
 KEY=sk-bench-ab-configs
-[ -x "$PY" ] || { echo "run $HARNESS/run.sh setup first (no $PY)" >&2; exit 2; }
+. "$(dirname "$0")/ab_common.sh"
 command -v redis-server >/dev/null || { echo "redis-server is missing" >&2; exit 2; }
 command -v hybridgate >/dev/null || { echo "hybridgate is not installed (pip install -e .)" >&2; exit 2; }
 
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP_PORT=$(free_port)
-taskset -c "$LOAD_CPU" "$PY" "$HARNESS/upstream.py" --port "$UP_PORT" >"$TMP/upstream.log" 2>&1 &
-PIDS+=($!)
 REDIS_PORT=$(free_port)
 taskset -c "$LOAD_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' \
   --appendonly no >"$TMP/redis.log" 2>&1 &
@@ -74,7 +54,6 @@ for name in "${NAMES[@]}"; do
   PIDS+=($!)
 done
 
-url() { echo "http://127.0.0.1:$1/v1/chat/completions"; }
 for port in "$UP_PORT" "${PORT[@]}"; do
   ok=
   for _ in $(seq 1 100); do
