@@ -9,6 +9,12 @@ add up to the pool's busy GPU-seconds, and provisioned time is counted once: gpu
 wall clock since the block was created (the supervisor creates it before the workers
 start). The clock must be system-wide: time.monotonic is (CLOCK_MONOTONIC).
 
+Each process also keeps its own part of the weight and in-flight count in a slot of the
+block, under its pid: a worker killed mid-request never ends its shares, and without the
+slot its weight would stay in the total for good, diluting every later request's share
+and counting the pool busy while it idles. The supervisor releases a dead worker's slot
+(`release(pid)`) when it notices the exit.
+
 Only `serve --workers N` with N > 1 uses this; one process keeps PoolAccount.
 """
 
@@ -22,7 +28,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 _ACC, _TW, _LAST, _BUSY, _INFLIGHT, _STARTED, _TOKENS, _GPUS, _MAGIC = range(9)
-_SIZE = 9 * 8
+# Per-process slots after the header: (pid, weight, in flight); pid 0 = free.
+_SLOT0 = 9
+_SLOT_PID, _SLOT_TW, _SLOT_INFLIGHT = range(3)
+_MAX_SLOTS = 128  # processes with shares at once: workers, and their replacements
+_SIZE = (_SLOT0 + 3 * _MAX_SLOTS) * 8
 _READY = 20260514.0  # written last: the block has been initialised
 
 
@@ -39,6 +49,17 @@ class _Locked:
 
     def __exit__(self, *exc: object) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
+def _add_weight(v: memoryview, slot: int, weight: float, requests: int) -> None:
+    """Weight and in-flight count into the totals and this process's slot (-1: none)."""
+    tw = v[_TW] + weight
+    v[_TW] = tw if tw >= 1e-12 else 0.0
+    v[_INFLIGHT] += requests
+    if slot >= 0:
+        tw = v[slot + _SLOT_TW] + weight
+        v[slot + _SLOT_TW] = tw if tw >= 1e-12 else 0.0
+        v[slot + _SLOT_INFLIGHT] += requests
 
 
 def _advance(v: memoryview, gpus: float, now: float) -> None:
@@ -65,6 +86,8 @@ class SharedPoolAccount:
         self.gpus = gpus
         self.prefill_weight = prefill_weight
         self._clock = clock
+        self._slot = -1  # this process's slot, claimed with its first share
+        self._slot_pid = 0
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         self._lock = _Locked(self._fd)
         with self._lock:
@@ -92,9 +115,42 @@ class SharedPoolAccount:
         with self._lock:
             _advance(v, self.gpus, self._clock())
             mark = v[_ACC]
-            v[_TW] += w
-            v[_INFLIGHT] += 1
-        return SharedGpuShare(self, w, mark)
+            slot = self._own_slot(v)
+            _add_weight(v, slot, w, 1)
+        return SharedGpuShare(self, w, mark, slot)
+
+    def _own_slot(self, v: memoryview) -> int:
+        """This process's slot (under the lock), claimed on first use; -1 if all are taken
+        (its shares then cannot be released if it dies)."""
+        pid = os.getpid()
+        if self._slot_pid == pid:
+            return self._slot
+        free = -1
+        for i in range(_SLOT0, _SLOT0 + 3 * _MAX_SLOTS, 3):
+            if v[i + _SLOT_PID] == pid:
+                free = i
+                break
+            if free < 0 and v[i + _SLOT_PID] == 0:
+                free = i
+        if free >= 0 and v[free + _SLOT_PID] != pid:
+            v[free + _SLOT_PID] = pid
+            v[free + _SLOT_TW] = v[free + _SLOT_INFLIGHT] = 0.0
+        self._slot, self._slot_pid = free, pid
+        return free
+
+    def release(self, pid: int) -> int:
+        """A process died: its shares leave the pool (the time until now stays busy: the
+        GPUs were working for them). Returns how many requests it had in flight."""
+        v = self._v
+        with self._lock:
+            for i in range(_SLOT0, _SLOT0 + 3 * _MAX_SLOTS, 3):
+                if v[i + _SLOT_PID] == pid:
+                    _advance(v, self.gpus, self._clock())
+                    n = int(v[i + _SLOT_INFLIGHT])
+                    _add_weight(v, -1, -v[i + _SLOT_TW], -n)
+                    v[i + _SLOT_PID] = v[i + _SLOT_TW] = v[i + _SLOT_INFLIGHT] = 0.0
+                    return n
+        return 0
 
     def add_tokens(self, n: int) -> None:
         with self._lock:
@@ -133,12 +189,13 @@ class SharedPoolAccount:
 class SharedGpuShare:
     """One request's running share of a shared pool's GPU-seconds (GpuShare's surface)."""
 
-    __slots__ = ("_mark", "_pool", "done", "gpu_seconds", "weight")
+    __slots__ = ("_mark", "_pool", "_slot", "done", "gpu_seconds", "weight")
 
-    def __init__(self, pool: SharedPoolAccount, weight: float, mark: float) -> None:
+    def __init__(self, pool: SharedPoolAccount, weight: float, mark: float, slot: int) -> None:
         self._pool = pool
         self.weight = weight
         self._mark = mark
+        self._slot = slot
         self.gpu_seconds = 0.0
         self.done = False
 
@@ -157,7 +214,7 @@ class SharedGpuShare:
         v = pool._v
         with pool._lock:
             self._settle(v)
-            v[_TW] += 1.0 - self.weight
+            _add_weight(v, self._slot, 1.0 - self.weight, 0)
         self.weight = 1.0
 
     def end(self) -> float:
@@ -168,9 +225,7 @@ class SharedGpuShare:
         v = pool._v
         with pool._lock:
             self._settle(v)
-            tw = v[_TW] - self.weight
-            v[_TW] = tw if tw >= 1e-12 else 0.0
-            v[_INFLIGHT] -= 1
+            _add_weight(v, self._slot, -self.weight, -1)
         self.done = True
         return self.gpu_seconds
 

@@ -21,6 +21,7 @@ import orjson
 from proxy.exchange import Receive, Scope, Send, read_body
 from proxy.metering.events import Attempt, UsageEvent
 from proxy.metering.meter import Meter, PoolFactory
+from proxy.metering.shared_gpu import SharedPoolAccount
 from proxy.reload import Reloader
 
 log = logging.getLogger("hybridgate.workers")
@@ -112,10 +113,20 @@ class Hub:
             metrics.failover(*labels)
 
     def forget(self, pid: int) -> None:
-        """A worker exited: its requests in flight are gone with it."""
+        """A worker exited: its requests in flight are gone with it, and so are their
+        shares of the GPU pools (else they would dilute every later request's share)."""
         self._inflight.pop(pid, None)
         self._last_seq.pop(pid, None)
         self._sum_inflight()
+        for name, acct in self.gate.runtime.meter.pools.items():
+            if isinstance(acct, SharedPoolAccount) and (n := acct.release(pid)):
+                log.warning(
+                    "worker pid %d exited with %d request(s) in flight on pool %s: "
+                    "their GPU time so far stays busy; they are not in the books",
+                    pid,
+                    n,
+                    name,
+                )
 
     def _sum_inflight(self) -> None:
         totals = self.gate.runtime.inflight  # the gauge reads this dict

@@ -8,11 +8,13 @@ UsageEvent, written by the hub whichever worker served) and the simulator's own 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -163,6 +165,46 @@ def test_reload_reaches_every_worker_then_kill_and_sigterm(stack: Any) -> None:
     assert not [p for p in family if _alive(p)]
     lines = len(log.read_text().splitlines())
     assert lines >= 12 + 17  # the hub drained the request log before it exited
+
+
+def test_a_worker_killed_mid_request_leaves_no_weight_in_the_gpu_books(stack: Any) -> None:
+    proxy, vllm, _log = stack
+    vllm.set_faults(slow_first_token_s=60)
+    client = httpx.Client(timeout=90)  # one connection: the health probe names its worker
+    worker = client.get(f"{proxy.url}/health/live").json()["worker"]
+    hung = threading.Thread(
+        target=_post_quietly,
+        args=(client, f"{proxy.base_url}/chat/completions"),
+        daemon=True,
+    )
+    hung.start()
+
+    def busy() -> float:
+        return _sum(parse_metrics(proxy.metrics_text()), "hybridgate_gpu_busy_seconds_total")
+
+    first = busy()
+    wait_for(lambda: busy() > first + 0.2, "the hung request keeps the pool busy")
+    vllm.clear_faults()  # for the requests after it
+    os.kill(worker, signal.SIGKILL)
+    wait_for(lambda: worker not in _workers(proxy), "the worker gone")
+    wait_for(lambda: len(_workers(proxy)) == 2, "a replacement worker")
+    hung.join(timeout=30)
+    client.close()
+    assert proxy.metric("hybridgate_inflight_requests") == 0
+    before = busy()
+    time.sleep(1.0)
+    # Idle now: before the dead worker's share was released, the pool stayed "busy" for good.
+    assert busy() == pytest.approx(before, abs=1e-6)
+    wait_for(lambda: _serves(proxy), "serving after the restart", timeout=30)
+
+
+def _post_quietly(client: httpx.Client, url: str) -> None:
+    with contextlib.suppress(httpx.HTTPError):
+        client.post(
+            url,
+            headers={"Authorization": f"Bearer {KEY}"},
+            json={"model": "chat", "messages": [{"role": "user", "content": "hold"}]},
+        )
 
 
 def _serves(proxy: ProxyHandle, model: str = "chat") -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 import random
 import threading
 import time
@@ -189,4 +190,39 @@ def test_real_concurrent_workers_shares_sum_to_busy(tmp_path: Path, kind: str) -
     assert busy > 0
     assert math.isclose(math.fsum(totals), busy, rel_tol=1e-9)
     assert busy <= 2 * elapsed  # busy wall time cannot exceed the wall time, × 2 GPUs
+    books.close()
+
+
+def _die_holding(path: str, n: int) -> None:
+    """A worker killed mid-request: n shares started at t=100, never ended."""
+    acct = SharedPoolAccount(path, 2, 2.0, clock=lambda: 100.0)
+    shares = [acct.start() for _ in range(n)]
+    shares[0].first_token()
+    os._exit(0)
+
+
+def test_a_dead_workers_shares_are_released_and_stop_diluting(tmp_path: Path) -> None:
+    path = str(tmp_path / "pool.books")
+    clock = Clock()
+    clock.t = 100.0
+    books = SharedPoolAccount(path, 2, 2.0, clock=clock)  # the supervisor's mapping
+    ctx = multiprocessing.get_context("spawn")
+    child = ctx.Process(target=_die_holding, args=(path, 3))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert books.inflight == 3
+    clock.t = 110.0
+    assert books.busy_gpu_seconds == pytest.approx(2 * 10.0)  # working for them until now
+
+    assert books.release(child.pid) == 3
+    assert books.release(child.pid) == 0  # once
+    assert books.inflight == 0
+    clock.t = 150.0
+    assert books.busy_gpu_seconds == pytest.approx(2 * 10.0)  # idle since the release
+    share = books.start()  # a later request has the pool to itself, not a fraction
+    share.first_token()
+    clock.t = 160.0
+    assert share.end() == pytest.approx(2 * 10.0)
+    assert books.busy_gpu_seconds == pytest.approx(2 * 20.0)
     books.close()
