@@ -87,7 +87,7 @@ class SharedPoolAccount:
         self.prefill_weight = prefill_weight
         self._clock = clock
         self._slot = -1  # this process's slot, claimed with its first share
-        self._slot_pid = 0
+        self._slot_claimed = False
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         self._lock = _Locked(self._fd)
         with self._lock:
@@ -120,22 +120,25 @@ class SharedPoolAccount:
         return SharedGpuShare(self, w, mark, slot)
 
     def _own_slot(self, v: memoryview) -> int:
-        """This process's slot (under the lock), claimed on first use; -1 if all are taken
-        (its shares then cannot be released if it dies)."""
-        pid = os.getpid()
-        if self._slot_pid == pid:
+        """This process's slot (under the lock), claimed with its first share and kept:
+        workers are spawned, never forked, so the pid cannot change under it. -1 if all
+        are taken (its shares then cannot be released if it dies)."""
+        if self._slot_claimed:
             return self._slot
+        pid = os.getpid()
         free = -1
         for i in range(_SLOT0, _SLOT0 + 3 * _MAX_SLOTS, 3):
-            if v[i + _SLOT_PID] == pid:
+            owner = v[i + _SLOT_PID]
+            if owner == pid:  # another mapping in this process claimed it
                 free = i
                 break
-            if free < 0 and v[i + _SLOT_PID] == 0:
+            if owner == 0 and free < 0:
                 free = i
-        if free >= 0 and v[free + _SLOT_PID] != pid:
-            v[free + _SLOT_PID] = pid
-            v[free + _SLOT_TW] = v[free + _SLOT_INFLIGHT] = 0.0
-        self._slot, self._slot_pid = free, pid
+        else:
+            if free >= 0:
+                v[free + _SLOT_PID] = pid
+                v[free + _SLOT_TW] = v[free + _SLOT_INFLIGHT] = 0.0
+        self._slot, self._slot_claimed = free, True
         return free
 
     def release(self, pid: int) -> int:
