@@ -28,7 +28,7 @@ import openai
 import pytest
 
 from tests.support.llama import LlamaServer, run_llama_server
-from tests.support.proxy import ProxyHandle, parse_metrics, run_proxy
+from tests.support.proxy import ProxyHandle, parse_metrics, read_log, run_proxy
 from tests.support.sim import SimHandle, run_simulator
 
 pytestmark = pytest.mark.e2e
@@ -189,7 +189,9 @@ def test_tool_calls_pass_through(stack: Any) -> None:
 
 def test_gpu_seconds_balance_and_match_the_engine_busy_time(stack: Any) -> None:
     proxy, llama, _, log = stack
-    n_before = len(log.read_text().splitlines()) if log.exists() else 0
+    # Every event metered so far in the log first (it is written a moment after each answer):
+    # else the last one of an earlier test lands among this test's.
+    n_before = len(read_log(log, int(proxy.metric("hybridgate_requests_total"))))
     busy0 = proxy.metric("hybridgate_gpu_busy_seconds_total", pool="cpu")
     cost0 = proxy.metric("hybridgate_cost_usd_total", backend="llama")
     samples: list[float] = []
@@ -224,7 +226,7 @@ def test_gpu_seconds_balance_and_match_the_engine_busy_time(stack: Any) -> None:
     time.sleep(0.3)
     stop.set()
     sampler.join()
-    events = [json.loads(line) for line in log.read_text().splitlines()[n_before:]]
+    events = read_log(log, n_before + 6)[n_before:]
     assert len(events) == 6 and all(e["backend"] == "llama" for e in events)
     busy = proxy.metric("hybridgate_gpu_busy_seconds_total", pool="cpu") - busy0
     attributed = math.fsum(e["gpu_seconds"] for e in events)

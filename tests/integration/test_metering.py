@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import statistics
 import time
@@ -16,7 +15,7 @@ import openai
 import pytest
 
 from costing.prices import PriceTable
-from tests.support.proxy import parse_metrics, run_proxy
+from tests.support.proxy import parse_metrics, read_log, run_proxy
 from tests.support.sim import SimHandle, run_simulator
 
 KEY = "sk-metering-key-5b1f0e9a7c"
@@ -54,15 +53,6 @@ def config(vllm: SimHandle, api: SimHandle, log: Path, **extra: Any) -> dict[str
     }
     cfg.update(extra)
     return cfg
-
-
-def read_log(path: Path, expect: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        lines = path.read_text().splitlines() if path.exists() else []
-        if len(lines) >= expect or time.monotonic() > deadline:
-            return [json.loads(line) for line in lines]
-        time.sleep(0.05)
 
 
 async def _drive(

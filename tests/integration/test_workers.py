@@ -23,8 +23,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.integration.test_metering import KEY, USD_PER_GPU_HOUR, _drive, config, read_log
-from tests.support.proxy import ProxyHandle, parse_metrics, run_proxy
+from tests.integration.test_metering import KEY, USD_PER_GPU_HOUR, _drive, config
+from tests.support.proxy import ProxyHandle, parse_metrics, read_log, run_proxy
 from tests.support.routing import wait_for
 from tests.support.servers import PYTHON
 from tests.support.sim import run_simulator

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import re
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -114,3 +116,14 @@ def run_proxy(
         yield handle
     finally:
         proc.stop()
+
+
+def read_log(path: Path, expect: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The request log's events once it holds at least `expect` (it is written by a
+    background sink, a moment after the answers), or what it holds at the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = path.read_text().splitlines() if path.exists() else []
+        if len(lines) >= expect or time.monotonic() > deadline:
+            return [json.loads(line) for line in lines]
+        time.sleep(0.05)
