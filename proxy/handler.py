@@ -101,6 +101,8 @@ def parse_request(body: bytes, endpoint: str) -> dict[str, Any]:
         raise ProxyError(
             400, "'messages' must be a non-empty array.", param="messages", code="invalid_type"
         )
+    if endpoint == "embeddings":  # never streamed: the two are the upstream's to judge
+        return data
     stream = data.get("stream", False)
     if stream is not None and not isinstance(stream, bool):
         raise ProxyError(400, "'stream' must be a boolean.", param="stream", code="invalid_type")
@@ -224,7 +226,7 @@ class _Request:
         )
         plan = rt.router.plan(route)
         ev.alias = plan.alias  # a rule's route_to may have chosen another alias
-        client_so = data.get("stream_options") or {}
+        client_so = (data.get("stream_options") or {}) if self.stream else {}
         self.want_usage = bool(client_so.get("include_usage"))
         self.want_continuous = bool(client_so.get("continuous_usage_stats"))
         loop = exchange.task.get_loop()  # (get_running_loop() costs a getpid() on 3.11)

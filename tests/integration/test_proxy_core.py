@@ -334,6 +334,12 @@ def test_errors_are_openai_shaped(proxy: ProxyHandle) -> None:
         401,
         "invalid_api_key",
     )
+    for field, value in (("stream", "yes"), ("stream_options", "all")):
+        body = {"model": "chat", "messages": MSGS, "stream": True, field: value}
+        assert _assert_openai_error(_post(proxy, json.dumps(body)), 400)["param"] == field
+        # Embeddings are never streamed: the fields are the upstream's to judge, not ours.
+        body = {"model": "chat", "input": ["a"], field: value}
+        assert _post(proxy, json.dumps(body), path="/embeddings").status_code == 200
     r = httpx.post(f"{proxy.base_url}/chat/completions", json={"model": "chat"}, timeout=5)
     _assert_openai_error(r, 401)
     _assert_openai_error(httpx.get(f"{proxy.url}/no/such/path"), 404)
