@@ -8,6 +8,7 @@ where per-request cost does not matter and OpenAPI documentation does.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -25,6 +26,7 @@ from proxy.lifespan import run_lifespan
 from proxy.live import LiveCosts
 from proxy.live import register_routes as register_live_routes
 from proxy.metering.crosscheck import EngineCrossCheck
+from proxy.metering.meter import PoolFactory
 from proxy.metering.request_log import RequestLog
 from proxy.metrics import Metrics
 from proxy.openapi import install as install_openapi
@@ -36,31 +38,94 @@ from proxy.state.metrics import StateCollector
 
 log = logging.getLogger("hybridgate")
 
+AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-class HybridGateApp:
-    def __init__(
-        self, config: Config, metrics: Metrics | None = None, config_path: str | None = None
-    ) -> None:
-        self.metrics = metrics or Metrics()
-        self.reloader = Reloader(self, config_path)
-        self.state = build_state(config)  # outlives runtimes, like metrics
-        self.metrics.registry.register(StateCollector(self.state))
-        self.runtime = Runtime(config, self.metrics, state=self.state)
-        self.live = LiveCosts(self)  # the windowed cost model outlives reloads, like metrics
-        self.crosscheck = EngineCrossCheck(
-            lambda: self.runtime.control.engines,
-            self.metrics.metered_tokens,
-            lambda backend: self.runtime.engine_kind(backend),
+
+class Role:
+    """What a process serves beside the OpenAI routes, and what it runs around them.
+
+    The OpenAI routes, the runtime, the state store, reloads and the lifespan are the same
+    in every process (`HybridGateApp`); a role adds the rest. `serve` runs one process in
+    the `Serving` role; `serve --workers N` runs a `Serving` hub whose pools are shared
+    books, and N workers (`proxy/multiproc/worker.py`) that price events and send them to
+    the hub.
+    """
+
+    records_spend = True  # the state store's spend sink; a worker leaves it to the hub
+
+    def __init__(self, pool_factory: PoolFactory | None = None) -> None:
+        self.pool_factory = pool_factory
+
+    def metrics(self) -> Metrics:
+        return Metrics()
+
+    def wire(self, gate: HybridGateApp) -> AsgiApp:
+        """Add this role's sinks to the gate; return the app for every other route."""
+        raise NotImplementedError
+
+    async def start(self, gate: HybridGateApp) -> None:
+        """After the runtime and the state store started, and SIGHUP is the reloader's."""
+
+    async def stop(self, gate: HybridGateApp) -> None:
+        """After the runtime stopped (its meter delivered every event), before the state."""
+
+
+class Serving(Role):
+    """Every sink (Prometheus, live cost, request log, spend) and the operator surface."""
+
+    def wire(self, gate: HybridGateApp) -> AsgiApp:
+        metrics, meter = gate.metrics, gate.runtime.meter
+        metrics.registry.register(StateCollector(gate.state))
+        gate.live = LiveCosts(gate)  # the windowed cost model outlives reloads, like metrics
+        gate.crosscheck = EngineCrossCheck(
+            lambda: gate.runtime.control.engines,
+            metrics.metered_tokens,
+            lambda backend: gate.runtime.engine_kind(backend),
             interval_s=0.25,
         )
-        self.metrics.registry.register(self.crosscheck)
-        self.metrics.add_pool_collector(lambda: self.live.pool_rows())
-        self.runtime.meter.add_fast_sink(self.metrics.observe)
-        self.runtime.meter.add_fast_sink(self.live.window.observe)
-        if config.request_log.path:
-            self.runtime.meter.add_slow_sink(RequestLog(config.request_log.path))
+        metrics.registry.register(gate.crosscheck)
+        metrics.add_pool_collector(lambda: gate.live.pool_rows())
+        meter.add_fast_sink(metrics.observe)
+        meter.add_fast_sink(gate.live.window.observe)
+        if gate.runtime.config.request_log.path:
+            meter.add_slow_sink(RequestLog(gate.runtime.config.request_log.path))
+        return build_ops_app(gate)
+
+    async def start(self, gate: HybridGateApp) -> None:
+        gate.live.start()
+        gate.crosscheck.start()
+
+    async def stop(self, gate: HybridGateApp) -> None:
+        await gate.live.stop()
+        await gate.crosscheck.stop()
+
+
+class HybridGateApp:
+    """One hybridgate process: the OpenAI routes on the lean path, the rest by its role."""
+
+    live: LiveCosts  # Serving only
+    crosscheck: EngineCrossCheck  # Serving only
+
+    def __init__(
+        self,
+        config: Config,
+        metrics: Metrics | None = None,
+        config_path: str | None = None,
+        role: Role | None = None,
+    ) -> None:
+        self.role = role if role is not None else Serving()
+        self.metrics = metrics or self.role.metrics()
+        self.reloader = Reloader(self, config_path)
+        self.state = build_state(config)  # outlives runtimes, like metrics
+        self.runtime = Runtime(
+            config,
+            self.metrics,
+            state=self.state,
+            pool_factory=self.role.pool_factory,
+            records_spend=self.role.records_spend,
+        )
         self.handler = Handler(lambda: self.runtime)
-        self.ops = build_ops_app(self)
+        self.ops = self.role.wire(self)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -70,25 +135,20 @@ class HybridGateApp:
                 await self.handler(scope, receive, send)
                 return
         elif scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await run_lifespan(receive, send, self._startup, self._shutdown)
             return
         await self.ops(scope, receive, send)
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        await run_lifespan(receive, send, self._startup, self._shutdown)
 
     async def _startup(self) -> None:
         await self.runtime.start()
         await self.state.start()
         self.reloader.install_signal_handler()
-        self.live.start()
-        self.crosscheck.start()
+        await self.role.start(self)
 
     async def _shutdown(self) -> None:
         await self.reloader.close()
-        await self.live.stop()
-        await self.crosscheck.stop()
         await self.runtime.stop()
+        await self.role.stop(self)
         await self.state.stop()
 
 

@@ -17,7 +17,7 @@ from proxy.auth import Authenticator
 from proxy.backends import Backend, build_backend
 from proxy.config import Config
 from proxy.control import ControlPlane
-from proxy.metering.meter import Meter
+from proxy.metering.meter import Meter, PoolFactory
 from proxy.metrics import Metrics
 from proxy.pricing import load_prices
 from proxy.router import Router
@@ -35,7 +35,12 @@ class Runtime:
         meter: Meter | None = None,
         previous: Runtime | None = None,
         state: StateStore | None = None,
+        pool_factory: PoolFactory | None = None,
+        records_spend: bool = True,
     ) -> None:
+        """`meter` and `previous` carry the books over a reload; `pool_factory` puts a new
+        meter's pools on books shared by several processes; a worker of `serve --workers N`
+        does not record spend (`records_spend=False`): its hub does, from the events."""
         self.config = config
         self.metrics = metrics
         self.started_at = time.time()
@@ -56,7 +61,9 @@ class Runtime:
         for name in config.backends:
             self.inflight.setdefault(name, 0)
         self.requests_inflight = 0
-        self.meter = meter if meter is not None else Meter(config, self.prices)
+        self.meter = (
+            meter if meter is not None else Meter(config, self.prices, pool_factory=pool_factory)
+        )
         # Budgets, rate limits and durable spend: the app passes a store that outlives
         # runtimes (reload reconfigures it); a meter gets the store's sink when created.
         if state is None and previous is not None:
@@ -64,7 +71,7 @@ class Runtime:
         self._owns_state = state is None if previous is None else previous._owns_state
         self.state = state if state is not None else build_state(config)
         self.state.configure(config)
-        if meter is None:
+        if meter is None and records_spend:
             self.meter.add_slow_sink(self.state.record)
         self.control = ControlPlane(
             config, self.backends, metrics, previous.control if previous is not None else None

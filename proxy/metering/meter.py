@@ -30,16 +30,27 @@ SlowSink = Callable[[list[UsageEvent]], Awaitable[None]]
 PoolFactory = Callable[[str, int, float, Callable[[], float]], Any]  # name, gpus, prefill, clock
 
 
+def _local_pool(
+    _name: str, gpus: int, prefill_weight: float, clock: Callable[[], float]
+) -> PoolAccount:
+    return PoolAccount(gpus, prefill_weight, clock)
+
+
 class Meter:
     def __init__(
-        self, config: Config, prices: PriceTable, clock: Callable[[], float] = time.monotonic
+        self,
+        config: Config,
+        prices: PriceTable,
+        clock: Callable[[], float] = time.monotonic,
+        pool_factory: PoolFactory | None = None,
     ) -> None:
-        self._clock = clock
-        # `serve --workers N` maps pool books shared by the workers (proxy/workers.py)
-        self.pool_factory: PoolFactory | None = None
+        self.clock = clock
+        # `serve --workers N` keeps each pool's books in a block every worker maps
+        # (proxy/metering/shared_gpu.py); one process keeps them in a PoolAccount.
+        self.pool_factory = pool_factory
         self.hours_per_month = config.costing.hours_per_month
         self.pools: dict[str, PoolAccount] = {
-            name: PoolAccount(p.gpus, p.prefill_weight, clock)
+            name: (pool_factory or _local_pool)(name, p.gpus, p.prefill_weight, clock)
             for name, p in config.gpu_pools.items()
         }
         self.pricing: dict[str, PoolPricing] = {
@@ -76,14 +87,14 @@ class Meter:
         Entries of backends and aliases the new config drops are kept, so a request
         that started before the reload is still priced as it was routed.
         """
-        fresh = Meter(config, prices, self._clock)
+        fresh = Meter(config, prices, self.clock)
         for name, acct in fresh.pools.items():
             if name in self.pools:
                 fresh.pools[name] = self.pools[name]
                 fresh.pools[name].prefill_weight = acct.prefill_weight
             elif self.pool_factory is not None:  # a pool added by the reload, shared too
                 fresh.pools[name] = self.pool_factory(
-                    name, acct.gpus, acct.prefill_weight, self._clock
+                    name, acct.gpus, acct.prefill_weight, self.clock
                 )
         self.hours_per_month = fresh.hours_per_month
         self.pools = fresh.pools

@@ -20,7 +20,6 @@ import orjson
 
 from proxy.exchange import Receive, Scope, Send, read_body
 from proxy.metering.events import Attempt, UsageEvent
-from proxy.metering.meter import Meter, PoolFactory
 from proxy.metering.shared_gpu import SharedPoolAccount
 from proxy.reload import Reloader
 
@@ -29,19 +28,6 @@ log = logging.getLogger("hybridgate.workers")
 EVENTS_PATH = "/_hub/events"
 CLIENT_HEADER = b"x-hybridgate-client"
 MAX_BATCH_BYTES = 256 * 1024 * 1024
-
-
-def use_shared_pools(meter: Meter, factory: PoolFactory) -> None:
-    """Swap a fresh meter's pool accounts for the shared books (before any request)."""
-    meter.pool_factory = factory
-    meter.pools = {
-        name: factory(name, acct.gpus, acct.prefill_weight, time_source(meter))
-        for name, acct in meter.pools.items()
-    }
-
-
-def time_source(meter: Meter) -> Callable[[], float]:
-    return meter._clock  # the meter's clock: time.monotonic outside tests
 
 
 class HubReloader(Reloader):

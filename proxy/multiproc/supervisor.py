@@ -140,12 +140,13 @@ class Supervisor:
 
 
 async def _supervise(sup: Supervisor, source: str | None) -> None:
-    from proxy.app import HybridGateApp
+    from proxy.app import HybridGateApp, Serving
     from proxy.metering.shared_gpu import shared_pool_factory
-    from proxy.multiproc.hub import Hub, HubReloader, use_shared_pools
+    from proxy.multiproc.hub import Hub, HubReloader
 
-    gate = HybridGateApp(sup.config, config_path=sup.config_path)
-    use_shared_pools(gate.runtime.meter, shared_pool_factory(sup.run_dir))  # declared up now
+    # The hub's pools are the shared books, declared up now (before any worker starts).
+    role = Serving(shared_pool_factory(sup.run_dir))
+    gate = HybridGateApp(sup.config, config_path=sup.config_path, role=role)
     gate.reloader = HubReloader(
         gate, source, sup.run_dir, lambda: sup.signal_workers(signal.SIGHUP)
     )

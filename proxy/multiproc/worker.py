@@ -20,20 +20,13 @@ from typing import Any
 import aiohttp
 import orjson
 
-from proxy.config import Config
+from proxy.app import AsgiApp, HybridGateApp, Role
 from proxy.errors import ProxyError
 from proxy.exchange import Receive, Scope, Send, read_body, send_error
-from proxy.handler import FAST_PATHS, Handler
-from proxy.lifespan import run_lifespan
 from proxy.metering.events import UsageEvent
-from proxy.metering.meter import Meter
 from proxy.metering.shared_gpu import shared_pool_factory
 from proxy.metrics import Metrics
-from proxy.multiproc.hub import CLIENT_HEADER, EVENTS_PATH, use_shared_pools
-from proxy.pricing import load_prices
-from proxy.reload import Reloader
-from proxy.runtime import Runtime
-from proxy.state import build_state
+from proxy.multiproc.hub import CLIENT_HEADER, EVENTS_PATH
 
 log = logging.getLogger("hybridgate.workers")
 
@@ -145,35 +138,58 @@ class WorkerMetrics(Metrics):
             self.forwarder.failover((alias, from_backend, to_backend, reason))
 
 
-class WorkerApp:
-    def __init__(self, config: Config, config_path: str, run_dir: Path, loaded_ino: int) -> None:
+class Worker(Role):
+    """A worker's role: events to the hub, /health/live its own, every other route relayed
+    to the hub, and the config the hub validated taken up at start."""
+
+    records_spend = False  # the hub records spend from the events
+
+    def __init__(self, config_path: str, run_dir: Path, loaded_ino: int) -> None:
+        super().__init__(shared_pool_factory(run_dir))
         self.config_path = config_path
+        self.run_dir = run_dir
         self.loaded_ino = loaded_ino  # the hub replaces the file (a new inode) on reload
-        self.metrics = WorkerMetrics()
-        self.reloader = Reloader(self, config_path)
-        self.state = build_state(config)  # admission only; the hub records spend
-        prices = load_prices(config)
-        meter = Meter(config, prices)
-        use_shared_pools(meter, shared_pool_factory(run_dir))
-        self.runtime = Runtime(config, self.metrics, prices, meter=meter, state=self.state)
-        self.forwarder = Forwarder(str(run_dir / "hub.sock"), lambda: dict(self.runtime.inflight))
-        self.metrics.forwarder = self.forwarder
-        meter.add_fast_sink(self.forwarder.add)
-        self.handler = Handler(lambda: self.runtime)
+
+    def metrics(self) -> Metrics:
+        return WorkerMetrics()
+
+    def wire(self, gate: HybridGateApp) -> AsgiApp:
+        runtime = gate.runtime
+        self.forwarder = Forwarder(
+            str(self.run_dir / "hub.sock"), lambda: dict(gate.runtime.inflight)
+        )
+        assert isinstance(gate.metrics, WorkerMetrics)
+        gate.metrics.forwarder = self.forwarder
+        runtime.meter.add_fast_sink(self.forwarder.add)
+        return HubRelay(gate, self.forwarder)
+
+    async def start(self, gate: HybridGateApp) -> None:
+        self.forwarder.start()
+        if os.stat(self.config_path).st_ino != self.loaded_ino:
+            # the hub accepted a new config while this worker was starting (its SIGHUP
+            # was ignored until now): take it up
+            gate.reloader._on_sighup()
+
+    async def stop(self, gate: HybridGateApp) -> None:
+        await self.forwarder.stop()
+
+
+class HubRelay:
+    """A worker's answer to every route but the OpenAI ones: its own /health/live, the rest
+    relayed to the hub."""
+
+    def __init__(self, gate: HybridGateApp, forwarder: Forwarder) -> None:
+        self.gate = gate
+        self.forwarder = forwarder
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path = FAST_PATHS.get(scope["path"])
-            if path is not None and scope["method"] == "POST":
-                scope["path"] = path
-                await self.handler(scope, receive, send)
-            elif scope["path"] == "/health/live":
-                live = _LIVE % os.getpid()
-                await _send(send, 200, live, [(b"content-type", b"application/json")])
-            else:
-                await self.relay(scope, receive, send)
-        elif scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/health/live":
+            live = _LIVE % os.getpid()
+            await _send(send, 200, live, [(b"content-type", b"application/json")])
+        else:
+            await self.relay(scope, receive, send)
 
     async def relay(self, scope: Scope, receive: Receive, send: Send) -> None:
         """An operator request, answered by the hub."""
@@ -182,7 +198,8 @@ class WorkerApp:
             return
         try:
             headers = dict(scope["headers"])
-            body = await read_body(receive, headers, self.runtime.config.limits.max_body_bytes)
+            limit = self.gate.runtime.config.limits.max_body_bytes
+            body = await read_body(receive, headers, limit)
         except ProxyError as err:
             await send_error(send, err)
             return
@@ -213,25 +230,6 @@ class WorkerApp:
                     send,
                     ProxyError(503, "The proxy's hub is unavailable.", code="hub_unavailable"),
                 )
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        await run_lifespan(receive, send, self._startup, self._shutdown)
-
-    async def _startup(self) -> None:
-        await self.runtime.start()
-        await self.state.start()
-        self.forwarder.start()
-        self.reloader.install_signal_handler()
-        if os.stat(self.config_path).st_ino != self.loaded_ino:
-            # the hub accepted a new config while this worker was starting (its SIGHUP
-            # was ignored until now): take it up
-            self.reloader._on_sighup()
-
-    async def _shutdown(self) -> None:
-        await self.reloader.close()
-        await self.runtime.stop()
-        await self.forwarder.stop()
-        await self.state.stop()
 
 
 async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
@@ -265,6 +263,8 @@ def worker_main(config_path: str, sock: Any, run_dir: str, parent: int) -> None:
     )
     loaded_ino = os.stat(config_path).st_ino
     config = load_config(config_path)
-    app = WorkerApp(config, config_path, Path(run_dir), loaded_ino)
+    app = HybridGateApp(
+        config, config_path=config_path, role=Worker(config_path, Path(run_dir), loaded_ino)
+    )
     server = uvicorn.Server(uvicorn.Config(app, **uvicorn_options(config)))
     server.run(sockets=[sock])
