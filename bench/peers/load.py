@@ -8,9 +8,10 @@
     stream  C clients in a closed loop of streaming requests: time to the first SSE
             event (TTFT), to the end, streams/s; every stream must end with the usage
             chunk and `data: [DONE]`
-    suite   probe, warm-up, then REPS x (closed, open at each rate, stream), each with the CPU
-            seconds of the target's process tree (--pid) over the run; then that tree's
-            peak RSS. Writes one JSON file for bench/peers/report.py.
+    suite   probe, warm-up, then REPS x (closed, open at each rate, stream), each started
+            once the target's process tree (--pid) is idle and measured with that tree's
+            CPU seconds over the run; then the tree's peak RSS. Writes one JSON file for
+            bench/peers/report.py.
 
 Every run is bounded: by its duration, a per-request timeout, and a cap on connections.
 Only loopback URLs are accepted.
@@ -368,8 +369,25 @@ def parse_wrk(out: str, conns: int) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ suite
+def settle(pid: int, idle_share: float = 0.05, limit_s: float = 60.0) -> float:
+    """Wait until the target's tree is idle: an overloaded target is still working off the
+    previous run's backlog (requests its clients gave up on), and that CPU must not be billed
+    to the next run's requests. Idle = under `idle_share` of a CPU over half a second; at most
+    `limit_s`. Returns the seconds waited."""
+    start = time.monotonic()
+    before = cpu_seconds(pid)
+    while time.monotonic() - start < limit_s:
+        time.sleep(0.5)
+        after = cpu_seconds(pid)
+        if sum(v - before.get(p, 0.0) for p, v in after.items()) < idle_share * 0.5:
+            break
+        before = after
+    return time.monotonic() - start
+
+
 def measured(pid: int, run: Any, count_key: str) -> dict[str, Any]:
     """`run()`'s result plus the target tree's CPU seconds per 1,000 answered requests."""
+    settled = settle(pid) if pid else 0.0
     before = cpu_seconds(pid) if pid else {}
     result = run()
     if pid:
@@ -379,6 +397,7 @@ def measured(pid: int, run: Any, count_key: str) -> dict[str, Any]:
         result["cpu_s"] = used
         result["cpu_s_per_1k"] = used / n * 1000 if n else None
     result["loadavg"] = os.getloadavg()[0]
+    result["settle_s"] = settled
     return result
 
 

@@ -15,8 +15,9 @@
 #   hybridgate   this checkout: `python -m proxy serve` (HG_ARGS adds flags, e.g. "--workers 2")
 # Per target: a probe (well-formed answers, usage chunk, [DONE]), WARMUP_S s of unmeasured
 # load (node's JIT, LiteLLM's lazy imports), then REPS x (closed loop with
-# wrk, open loop at each of RATES, streaming clients), CPU seconds over the target's process
-# tree per run, its peak RSS. Results: WORK/results/STAMP/ (<target>.json, table.txt,
+# wrk, open loop at each of RATES, streaming clients), each once the target's process tree is
+# idle again (at most 60 s: an overloaded one works off its backlog first), with the CPU
+# seconds of that tree over the run; then its peak RSS. Results: WORK/results/STAMP/ (<target>.json, table.txt,
 # table.md, env.txt, logs/).
 #
 # Knobs (env, defaults): WORK=${TMPDIR:-/tmp}/peerbench REPS=3 WARMUP_S=2 CLOSED_S=10 CONNS=32
@@ -151,7 +152,8 @@ run_target() {  # NAME: start, check, measure, stop; a failure skips the target,
   for h in "${T_HEADERS[@]}"; do hs+=(-H "$h"); done
   local nrates budget
   nrates=$(wc -w <<<"$RATES")
-  budget=$((WARMUP_S + 60 + REPS * (CLOSED_S + 70 + nrates * (${OPEN_S%.*} + 40) + ${STREAM_S%.*} + 40) + 60))
+  # each run: its duration + up to 60 s for the target to go idle + 35 s of request timeouts
+  budget=$((WARMUP_S + 120 + REPS * (CLOSED_S + ${STREAM_S%.*} + nrates * ${OPEN_S%.*} + (2 + nrates) * 100)))
   # In the background (its own process group, timeout's) so that `wait`, unlike a foreground
   # child, lets Ctrl-C through at once, and stop_pid stops the load and its wrk with it.
   # shellcheck disable=SC2086  # RATES is a list
