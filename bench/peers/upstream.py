@@ -22,8 +22,8 @@ import asyncio
 import json
 from typing import Any
 
-import httptools
 import uvloop
+from h1server import RequestProtocol
 
 PROMPT_TOKENS = 9
 
@@ -91,86 +91,53 @@ class Answers:
         self.done = _chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n"
 
 
-class Upstream(asyncio.Protocol):
-    """One connection: parse requests with httptools, answer each when its body is complete."""
+class Upstream(RequestProtocol):
+    """One connection: each request answered from `Answers` once its body is complete."""
 
     def __init__(self, opts: argparse.Namespace, answers: dict[str, Answers]) -> None:
+        super().__init__()
         self.opts = opts
         self.answers = answers
-        self.parser = httptools.HttpRequestParser(self)
-        self.transport: asyncio.Transport | None = None
-        self.body: list[bytes] = []
-        self.url = b""
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            self._send(_error(400, "bad request"), close=True)
-
-    def on_message_begin(self) -> None:
-        self.body = []
-        self.url = b""
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-
-    def on_body(self, body: bytes) -> None:
-        self.body.append(body)
-
-    def on_message_complete(self) -> None:
-        method = self.parser.get_method()
-        path = self.url.split(b"?", 1)[0]
+    def on_request(self, method: bytes, url: bytes, body: bytes) -> None:
+        path = url.split(b"?", 1)[0]
         if method == b"GET" and path == b"/v1/models":
-            self._send(_models())
+            self.write(_models())
         elif method == b"POST" and path == b"/v1/chat/completions":
-            self._chat(b"".join(self.body))
+            self._chat(body)
         else:
-            self._send(_error(404, "not found"))
+            self.write(_error(404, "not found"))
 
     def _chat(self, raw: bytes) -> None:
         try:
             req = json.loads(raw)
             model = str(req["model"])
         except (ValueError, KeyError, TypeError):
-            self._send(_error(400, "body must be JSON with a model"))
+            self.write(_error(400, "body must be JSON with a model"))
             return
         answers = self.answers.get(model)
         if answers is None:
             answers = self.answers[model] = Answers(model, self.opts.chunks)
         if not req.get("stream"):
-            self._later(self.opts.ttft_ms, [answers.full])
+            self._later(self.opts.ttft_ms, answers.full)
             return
         tail = (
             [answers.usage_event] if (req.get("stream_options") or {}).get("include_usage") else []
         )
         parts = [answers.stream_head, *answers.events, *tail, answers.done]
         if self.opts.itl_ms <= 0:
-            self._later(self.opts.ttft_ms, [b"".join(parts)])
+            self._later(self.opts.ttft_ms, b"".join(parts))
             return
         # head + first chunk after the TTFT, then one chunk per ITL
-        self._later(self.opts.ttft_ms, [parts[0] + parts[1]])
+        self._later(self.opts.ttft_ms, parts[0] + parts[1])
         for i, part in enumerate(parts[2:], start=1):
-            self._later(self.opts.ttft_ms + i * self.opts.itl_ms, [part])
+            self._later(self.opts.ttft_ms + i * self.opts.itl_ms, part)
 
-    def _later(self, delay_ms: float, parts: list[bytes]) -> None:
+    def _later(self, delay_ms: float, data: bytes) -> None:
         if delay_ms <= 0:
-            for p in parts:
-                self._send(p)
+            self.write(data)
         else:
-            asyncio.get_running_loop().call_later(delay_ms / 1000, self._send, b"".join(parts))
-
-    def _send(self, data: bytes, close: bool = False) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-            if close:
-                self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
+            asyncio.get_running_loop().call_later(delay_ms / 1000, self.write, data)
 
 
 def _models() -> bytes:
