@@ -260,6 +260,9 @@ async def open_loop(t: Target, rate: float, seconds: float) -> dict[str, Any]:
     if tasks:
         await asyncio.wait(tasks, timeout=TIMEOUT_S + 5)
     elapsed = time.perf_counter() - start
+    unanswered = total - len(lat) - sum(errors.values())
+    if unanswered:  # still pending after the timeout: failed too, not just missing
+        errors["unanswered"] = unanswered
     for c in idle:
         if c.transport is not None:
             c.transport.close()
