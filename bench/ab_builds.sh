@@ -4,17 +4,17 @@
 #   bench/ab_builds.sh REV [REV ...]      (e.g. bench/ab_builds.sh main~1 main)
 #
 # Each REV is checked out in a git worktree and served by its own `python -m proxy serve`,
-# all on PROXY_CPU, against peer-bench's fake upstream on LOAD_CPU. Then, ROUNDS times, each
+# all on PROXY_CPU, against bench/peers' fake upstream on LOAD_CPU. Then, ROUNDS times, each
 # build in turn gets a closed-loop run (wrk, 32 connections, SECS seconds: req/s and the
 # proxy's CPU seconds per 1,000 requests) and a streaming run (10 clients: streams/s and
 # TTFT p50). Alternating in short runs puts every build under the same machine weather;
-# compare builds within a round. Needs `../shared/peer-bench/run.sh setup` (WORK).
+# compare builds within a round. Needs wrk (`bench/peers/run.sh setup`).
 set -euo pipefail
 
 SECS=${SECS:-5}
 . "$(dirname "$0")/ab_common.sh"
 [ $# -ge 1 ] || { echo "usage: $0 REV [REV ...]" >&2; exit 2; }
-command -v wrk >/dev/null || { echo "wrk is missing (run.sh setup installs it)" >&2; exit 2; }
+command -v wrk >/dev/null || { echo "wrk is missing (bench/peers/run.sh setup installs it)" >&2; exit 2; }
 
 PORTS=()
 i=0
@@ -66,7 +66,7 @@ for round in $(seq 1 "$ROUNDS"); do
       awk '/Requests\/sec/ {print $2}')
     b=$(cpu_ticks "$pid")
     cpu=$("$PY" -c "print(round(($b - $a) / $hz / ($rps * $SECS) * 1000, 3))")
-    read -r sps ttft < <(taskset -c "$LOAD_CPU" "$PY" "$HARNESS/load.py" stream --url "$(url "$port")" \
+    read -r sps ttft < <(taskset -c "$LOAD_CPU" "$PY" "$PEERS/load.py" stream --url "$(url "$port")" \
       --model bench-model -c 10 -d "$SECS" 2>/dev/null |
       "$PY" -c 'import json,sys; d=json.load(sys.stdin); print(round(d["streams_per_s"]), round(d["ttft_ms"]["p50"], 3))')
     printf '%-6s %-24s %10s %12s %10s %14s\n' "$round" "$rev" "$rps" "$cpu" "$sps" "$ttft"

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Added latency of configurations side by side: what auth and `redis://` state cost on the
-# request path, in the peer harness's own terms (its fake upstream, its open-loop load
+# request path, in the peer comparison's own terms (bench/peers: its fake upstream, its open-loop load
 # generator, "added" = proxied − direct in the same round).
 #
-#   bench/ab_configs.sh            (needs ../shared/peer-bench/run.sh setup, and redis-server)
+#   bench/ab_configs.sh            (needs redis-server)
 #
 # One build (the `hybridgate` this checkout installs) is served three times, all on
-# PROXY_CPU, against peer-bench's upstream on LOAD_CPU:
+# PROXY_CPU, against bench/peers' upstream on LOAD_CPU:
 #   open    the harness's own config (no key, memory:// state);
 #   auth    a key with rpm and tpm limits, its tenant with a monthly budget: every request
 #           is authenticated and goes through the budget and rate checks (memory://);
@@ -67,7 +67,7 @@ for port in "$UP_PORT" "${PORT[@]}"; do
 done
 
 open_p50_p99() {  # PORT RATE -> "p50 p99" (ms)
-  taskset -c "$LOAD_CPU" "$PY" "$HARNESS/load.py" open --url "$(url "$1")" \
+  taskset -c "$LOAD_CPU" "$PY" "$PEERS/load.py" open --url "$(url "$1")" \
     -H "Authorization: Bearer $KEY" --model bench-model -r "$2" -d "$SECS" 2>/dev/null |
     "$PY" -c 'import json,sys; d=json.load(sys.stdin); L=d["latency_ms"]
 assert d["ok"] == d["sent"], d["errors"]

@@ -21,9 +21,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import httptools
 import uvicorn
 import uvloop
+from peers.h1server import RequestProtocol  # bench/peers: this script's folder is on sys.path
 
 from proxy.backends.h1client import H1Pool
 
@@ -88,38 +88,21 @@ def make_app(upstream: str, client: str) -> Any:
     return app
 
 
-class RawPassthrough(asyncio.Protocol):
+class RawPassthrough(RequestProtocol):
     """HTTP/1.1 keep-alive on httptools, each request forwarded by its own task."""
 
     def __init__(self, pool: H1Pool, prefix: str) -> None:
+        super().__init__()
         self.pool = pool
         self.path = prefix + "/chat/completions"
-        self.parser = httptools.HttpRequestParser(self)
-        self.body: list[bytes] = []
-        self.transport: asyncio.Transport | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            assert self.transport is not None
-            self.transport.close()
-
-    def on_body(self, body: bytes) -> None:
-        self.body.append(body)
-
-    def on_message_complete(self) -> None:
-        body, self.body = b"".join(self.body), []
+    def on_request(self, method: bytes, url: bytes, body: bytes) -> None:
         asyncio.get_running_loop().create_task(self.forward(body))
 
     async def forward(self, body: bytes) -> None:
         resp = await self.pool.request("POST", self.path, body)
         data = await resp.read()
-        assert self.transport is not None
-        self.transport.write(
+        self.write(
             b"HTTP/1.1 %d OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
             % (resp.status, len(data), data)
         )

@@ -17,7 +17,7 @@ difference to it. Pin with `taskset` for steadier numbers:
 
     python bench/bench_overhead.py [--requests 2000] [--seconds 5] [--cpu 1]
 
-The peer comparison (LiteLLM's proxy, Portkey's gateway) is `../shared/peer-bench/run.sh`.
+The peer comparison (LiteLLM's proxy, Portkey's gateway) is `bench/peers/run.sh`.
 """
 
 from __future__ import annotations
