@@ -84,7 +84,6 @@ class _Conn(asyncio.BufferedProtocol):
         "body",
         "buffered",
         "caps",
-        "decoded",
         "decoder",
         "done",
         "encoding",
@@ -102,7 +101,6 @@ class _Conn(asyncio.BufferedProtocol):
         "stall",
         "status",
         "streaming",
-        "trailers",
         "transport",
         "until_close",
     )
@@ -145,9 +143,7 @@ class _Conn(asyncio.BufferedProtocol):
         self.stall = 0
         self.encoding: bytes | None = None
         self.decoder: zlib._Decompress | None = None
-        self.decoded = 0
         self.fed = False
-        self.trailers = 0
         self.streaming = False  # only a relayed stream pauses the socket; read() takes all
         self.until_close = True
 
@@ -179,7 +175,6 @@ class _Conn(asyncio.BufferedProtocol):
                 self.poison("upstream sent bytes past the end of its answer")
             else:
                 self.fail(ValueError(f"upstream sent malformed HTTP ({exc})"))
-        grown = 0
         if len(body) > held:
             if self.decoder is not None:
                 self._decode(held)
@@ -193,40 +188,57 @@ class _Conn(asyncio.BufferedProtocol):
             ):
                 self.paused = True
                 self.transport.pause_reading()
-        elif self.decoder is not None and self.done and self.fed:
-            self._decode(held)
-        caps = self.caps
-        if grown:
-            self.stall = 0
-            if self.buffered > caps.body_bytes:
-                self.fail(UpstreamRefused(f"upstream answer over {caps.body_bytes} bytes"))
+            if grown:
+                self.stall = 0
+                if self.buffered > self.caps.body_bytes:
+                    cap = self.caps.body_bytes
+                    self.fail(UpstreamRefused(f"upstream answer over {cap} bytes"))
+            else:
+                self._stalled(nbytes)
         else:
-            self.stall += nbytes
-            if self.stall > caps.head_bytes and not self.done:
-                where = "head" if not self.headers_done else "framing without body"
-                self.fail(UpstreamRefused(f"upstream answer {where} over {caps.head_bytes} bytes"))
-        if len(self.headers) + self.trailers > caps.headers:
-            self.fail(UpstreamRefused(f"upstream answer with over {caps.headers} headers"))
+            if self.decoder is not None and self.done and self.fed:
+                self._decode(held)
+            self._stalled(nbytes)
         self._wake()
 
+    def _stalled(self, nbytes: int) -> None:
+        """A read that added no body: a head (or interim answers, chunk framing, trailers)
+        may not grow past caps.head_bytes, nor a head past caps.headers headers."""
+        self.stall += nbytes
+        caps = self.caps
+        if self.stall > caps.head_bytes and not self.done:
+            where = "head" if not self.headers_done else "framing without body"
+            self.fail(UpstreamRefused(f"upstream answer {where} over {caps.head_bytes} bytes"))
+        elif len(self.headers) > caps.headers:
+            self.fail(UpstreamRefused(f"upstream answer with over {caps.headers} headers"))
+
     def _decode(self, held: int) -> None:
-        """Decode the pieces that just arrived (body[held:]) in place, within the body cap."""
+        """Decode the pieces that just arrived (body[held:]) in place. What waits decoded
+        (a whole answer, or a stream's unrelayed part) stays within the body cap: zlib is
+        told to stop one byte past it, so a zip bomb costs no more than the cap."""
         body, decoder = self.body, self.decoder
         assert decoder is not None
         raw = b"".join(itertools.islice(body, held, None))
         del body[held:]
-        self.fed = True
-        room = self.caps.body_bytes - self.decoded
+        first, self.fed = not self.fed, True
+        cap = self.caps.body_bytes
+        room = max(cap - self.buffered, 0) + 1
         try:
-            out = decoder.decompress(raw, room + 1)
+            try:
+                out = decoder.decompress(raw, room)
+            except zlib.error:
+                if not (first and self.encoding == b"deflate"):
+                    raise
+                # "deflate" without its zlib wrapper, as some servers send it
+                decoder = self.decoder = zlib.decompressobj(-zlib.MAX_WBITS)
+                out = decoder.decompress(raw, room)
             if self.done and not decoder.unconsumed_tail:
                 out += decoder.flush()
         except zlib.error as exc:
             self.fail(UpstreamRefused(f"upstream {self.encoding!r} body does not decode ({exc})"))
             return
-        self.decoded += len(out)
-        if self.decoded > self.caps.body_bytes or decoder.unconsumed_tail:
-            self.fail(UpstreamRefused(f"upstream answer over {self.caps.body_bytes} bytes decoded"))
+        if self.buffered + len(out) > cap or decoder.unconsumed_tail:
+            self.fail(UpstreamRefused(f"upstream answer over {cap} bytes decoded"))
             return
         if self.done and not decoder.eof:
             self.fail(UpstreamRefused(f"upstream {self.encoding!r} body cut short"))
@@ -254,9 +266,8 @@ class _Conn(asyncio.BufferedProtocol):
             raise _Surplus
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.headers_done:
-            self.trailers += 1  # counted against the header cap, not kept
-            return
+        # Trailers land here too: counted with the headers (the cap is checked again at the
+        # answer's end), never passed on (the client's copy is taken at the head's end).
         self.headers.append((name, value))
         lname = name.lower()
         if lname == b"content-length" or (
@@ -274,9 +285,6 @@ class _Conn(asyncio.BufferedProtocol):
             return
         if len(self.headers) > self.caps.headers:
             raise _Refused(f"upstream answer with over {self.caps.headers} headers")
-        self.status = status
-        self.keep_alive = self._parser.should_keep_alive()
-        self.headers_done = True
         encoding = self.encoding
         if encoding is not None and encoding != b"identity":
             wbits = _DECODERS.get(encoding)
@@ -284,9 +292,14 @@ class _Conn(asyncio.BufferedProtocol):
                 name = encoding.decode("latin-1")[:40]
                 raise _Refused(f"upstream answer in Content-Encoding {name!r}, not decodable")
             self.decoder = zlib.decompressobj(wbits)
+        self.status = status
+        self.keep_alive = self._parser.should_keep_alive()
+        self.headers_done = True
 
     def on_message_complete(self) -> None:
         if self.headers_done:
+            if len(self.headers) > self.caps.headers:  # trailers past the cap
+                raise _Refused(f"upstream answer with over {self.caps.headers} headers")
             self.done = True
             self.expecting = False
 
