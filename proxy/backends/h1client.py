@@ -270,9 +270,14 @@ class _Conn(asyncio.BufferedProtocol):
         # answer's end), never passed on (the client's copy is taken at the head's end).
         self.headers.append((name, value))
         lname = name.lower()
-        if lname == b"content-length" or (
-            lname == b"transfer-encoding" and b"chunked" in value.lower()
-        ):
+        if lname == b"content-length":
+            self.until_close = False
+        elif lname == b"transfer-encoding":
+            # Only chunked, as h11: a transfer coding under it (gzip, chunked) would be
+            # relayed undecoded, and chunked not last means read-until-close.
+            if value.strip().lower() != b"chunked":
+                coding = value.decode("latin-1")[:40]
+                raise _Refused(f"upstream answer in Transfer-Encoding {coding!r}, not chunked")
             self.until_close = False
         elif lname == b"content-encoding":
             self.encoding = value.strip().lower()

@@ -470,6 +470,22 @@ async def test_body_cap(framing: str) -> None:
         p.close()
 
 
+@pytest.mark.parametrize("coding", [b"gzip, chunked", b"chunked, gzip", b"identity"])
+async def test_transfer_codings_other_than_chunked_are_refused(coding: bytes) -> None:
+    """As h11: a coding under chunked would be relayed undecoded; chunked not last would
+    make the body end only with the connection."""
+
+    async def answer(req: bytes) -> bytes:
+        head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: %s\r\n\r\n" % coding
+        return head + b"3\r\nabc\r\n0\r\n\r\n"
+
+    async with serving(answer) as (_, url):
+        p = pool(url)
+        with pytest.raises(UpstreamRefused, match="Transfer-Encoding"):
+            await p.request("POST", "/v1/x", b"{}")
+        p.close()
+
+
 async def test_interim_answers_are_skipped_but_a_101_is_refused() -> None:
     async def early_hints(req: bytes) -> bytes:
         return b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n" + ok(b"done")
