@@ -243,6 +243,9 @@ class _Conn(asyncio.BufferedProtocol):
         if self.done and not decoder.eof:
             self.fail(UpstreamRefused(f"upstream {self.encoding!r} body cut short"))
             return
+        if decoder.unused_data:  # a second gzip member, or bytes after the first one
+            self.fail(UpstreamRefused(f"upstream {self.encoding!r} body has bytes past its end"))
+            return
         if out:
             body.append(out)
 

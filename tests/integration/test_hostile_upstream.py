@@ -191,3 +191,16 @@ def test_an_endless_stream_event_ends_the_stream(
     r = ask(p, "a", "big_event", "ev", stream=True)
     assert r.status_code == 502, r.text
     assert "stream event over 65536 bytes" in r.json()["error"]["message"]
+
+
+def test_an_endless_event_after_the_first_ends_the_stream_with_an_error_event(
+    stack: tuple[HostileUpstream, ProxyHandle],
+) -> None:
+    """After the first event the answer has begun: the stream ends with the error event
+    (`stream_interrupted`), the events before it relayed, the endless one never."""
+    _, p = stack
+    r = ask(p, "b", "big_event_late", "late", stream=True)
+    assert r.status_code == 200
+    assert '"content":"late"' in r.text
+    assert r.text.rstrip().endswith('"code":"stream_interrupted"}}')
+    assert "xxxx" not in r.text

@@ -10,7 +10,8 @@ Modes: plain, inject (a second, unsolicited answer once the connection is idle),
 surplus_same / surplus_later (bytes past Content-Length, in the same write or later),
 stream_tail (bytes after a chunked SSE stream's end), gzip, gzip_stream, bomb (a gzip body
 that inflates past any sane cap), big_body, big_head, many_headers, switch (101), br
-(an encoding nobody decodes here), big_event (an SSE event that never ends).
+(an encoding nobody decodes here), big_event (an SSE event that never ends),
+big_event_late (the same after a first event).
 `health_surplus` makes GET /health answer with a forged chat completion behind its body.
 """
 
@@ -204,6 +205,11 @@ class HostileUpstream:
             writer.write(b"\x00" * 64)
         elif mode == "br":
             writer.write(answer(b"\x0b\x02\x80{}\x03", b"content-encoding: br\r\n"))
+        elif mode == "big_event_late":  # a first event relayed, then one that never ends
+            event = b"data: " + b"x" * BIG
+            writer.write(
+                _SSE_HEAD + b"\r\n" + chunked(sse(marker).split(b"data: [DONE]")[0], event)
+            )
         elif mode == "big_event":
             event = b"data: " + b"x" * BIG  # never ends with a blank line
             writer.write(_SSE_HEAD + b"\r\n" + chunked(event, b"\n\n"))
