@@ -235,19 +235,22 @@ class _Conn(asyncio.BufferedProtocol):
             if self.done and not decoder.unconsumed_tail:
                 out += decoder.flush()
         except zlib.error as exc:
-            self.fail(UpstreamRefused(f"upstream {self.encoding!r} body does not decode ({exc})"))
+            self.fail(UpstreamRefused(f"upstream {self._coding()} body does not decode ({exc})"))
             return
         if self.buffered + len(out) > cap or decoder.unconsumed_tail:
             self.fail(UpstreamRefused(f"upstream answer over {cap} bytes decoded"))
             return
         if self.done and not decoder.eof:
-            self.fail(UpstreamRefused(f"upstream {self.encoding!r} body cut short"))
+            self.fail(UpstreamRefused(f"upstream {self._coding()} body cut short"))
             return
         if decoder.unused_data:  # a second gzip member, or bytes after the first one
-            self.fail(UpstreamRefused(f"upstream {self.encoding!r} body has bytes past its end"))
+            self.fail(UpstreamRefused(f"upstream {self._coding()} body has bytes past its end"))
             return
         if out:
             body.append(out)
+
+    def _coding(self) -> str:
+        return (self.encoding or b"").decode("latin-1")[:40]
 
     def eof_received(self) -> bool:
         return False  # close our side too
