@@ -276,6 +276,13 @@ class Limits(_Strict):
     body_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     # An idle keep-alive connection (answered, no next request begun) is closed after this.
     keep_alive_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    # What one upstream answer may hold (proxy/backends/h1client.py): its head (status line,
+    # headers, and anything else between body bytes: chunk framing, trailers, 1xx answers),
+    # its header count, its body (decoded, if gzip/deflate), and one SSE event of a stream.
+    upstream_max_head_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024
+    upstream_max_headers: Annotated[int, Field(ge=8)] = 100
+    upstream_max_body_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
+    upstream_max_event_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
 
 
 class Breaker(_Strict):

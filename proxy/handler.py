@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from proxy.auth import Principal
-from proxy.backends.base import UpstreamFailure, UpstreamResponse
+from proxy.backends.base import UpstreamFailure, UpstreamRefused, UpstreamResponse
 from proxy.errors import ProxyError, error_body, normalize_upstream_error
 from proxy.exchange import (
     AsgiExchange,
@@ -325,14 +325,10 @@ class _Request:
         except UpstreamFailure as exc:
             self.upstream_s += time.perf_counter() - t_up
             status = 503 if exc.reason == "connect_error" else 502
-            raise _Failover(
-                exc.reason,
-                _err(
-                    status,
-                    f"Backend '{name}' is unavailable ({exc.reason}).",
-                    "backend_unavailable",
-                ),
-            ) from None
+            msg = f"Backend '{name}' is unavailable ({exc.reason})."
+            if exc.detail and isinstance(exc.__cause__, UpstreamRefused):
+                msg = f"Backend '{name}' sent an answer the proxy refuses: {exc.detail}."
+            raise _Failover(exc.reason, _err(status, msg, "backend_unavailable")) from None
         except TimeoutError:
             self.upstream_s += time.perf_counter() - t_up
             if self.upstream is not None:
@@ -350,6 +346,9 @@ class _Request:
             self.upstream_s += time.perf_counter() - t_up
             if self.upstream is not None:
                 self.upstream.close()
+            if isinstance(exc, UpstreamRefused):  # over a cap, undecodable: says which
+                msg = f"Backend '{name}' sent an answer the proxy refuses: {exc}."
+                raise _Failover("protocol_error", _err(502, msg, "backend_unavailable")) from None
             raise _Failover(
                 "connect_error",
                 _err(
@@ -430,6 +429,7 @@ class _Request:
             strip_usage_chunk=not self.want_usage,
             strip_inline_usage=not self.want_continuous,
             inline_expected=self.rt.engine_kind(name) == "vllm",  # asked for them (_upstream_body)
+            max_event=self.rt.config.limits.upstream_max_event_bytes,
         )
         self._chunks = upstream.chunks()
         first = b""

@@ -14,7 +14,7 @@ from typing import Any
 
 from costing.prices import PriceTable
 from proxy.auth import Authenticator
-from proxy.backends import Backend, build_backend
+from proxy.backends import Backend, build_backend, upstream_caps
 from proxy.config import Config
 from proxy.control import ControlPlane
 from proxy.metering.meter import Meter, PoolFactory
@@ -50,12 +50,17 @@ class Runtime:
         # connection pools, the same concurrency limit, one in-flight count across both.
         self.backends: dict[str, Backend] = {}
         self.semaphores: dict[str, asyncio.Semaphore] = {}
+        caps = upstream_caps(config.limits)  # changed caps rebuild the pools
         for name, b in config.backends.items():
-            if previous is not None and previous.config.backends.get(name) == b:
+            if (
+                previous is not None
+                and previous.config.backends.get(name) == b
+                and upstream_caps(previous.config.limits) == caps
+            ):
                 self.backends[name] = previous.backends[name]
                 self.semaphores[name] = previous.semaphores[name]
             else:
-                self.backends[name] = build_backend(name, b)
+                self.backends[name] = build_backend(name, b, config.limits)
                 self.semaphores[name] = asyncio.Semaphore(b.max_concurrency)
         self.inflight: dict[str, int] = previous.inflight if previous is not None else {}
         for name in config.backends:

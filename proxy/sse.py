@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from proxy.backends.base import UpstreamRefused
+
 _USAGE = b'"usage"'
 # A usage object as OpenAI and vLLM write it (numbers, null, objects of those nested once):
 # matched by the regex engine instead of walking it byte by byte in Python.
@@ -23,6 +25,9 @@ _DONE = b"data: [DONE]"
 # they are counted now. It bounds what every open stream keeps after relaying it; a fast
 # upstream's whole answer in one piece (at most h1client's STREAM_PIECE, 16 KiB) fits.
 _MAX_UNCOUNTED = 16 * 1024
+# One event may hold at most this (limits.upstream_max_event_bytes): an upstream that never
+# ends its event must not grow a stream's buffer without bound.
+MAX_EVENT = 1024 * 1024
 
 
 def _find_usage(data: bytes, start: int = 0) -> int:
@@ -135,6 +140,7 @@ class UsageTap:
         "_uncounted",
         "_uncounted_bytes",
         "inline_expected",
+        "max_event",
         "saw_done",
         "saw_error",
         "strip_inline_usage",
@@ -142,8 +148,13 @@ class UsageTap:
     )
 
     def __init__(
-        self, strip_usage_chunk: bool, strip_inline_usage: bool, inline_expected: bool = True
+        self,
+        strip_usage_chunk: bool,
+        strip_inline_usage: bool,
+        inline_expected: bool = True,
+        max_event: int = MAX_EVENT,
     ) -> None:
+        self.max_event = max_event
         self.strip_usage_chunk = strip_usage_chunk
         self.strip_inline_usage = strip_inline_usage
         self.inline_expected = inline_expected
@@ -170,12 +181,20 @@ class UsageTap:
             # Tolerate CRLF framing too.
             end = buf.rfind(b"\r\n\r\n")
             if end < 0:
+                if len(buf) > self.max_event:
+                    self._too_large()
                 self._buf = buf
                 return b""
             end += 2
         complete = buf[: end + 2]
         self._buf = buf[end + 2 :]
+        if len(self._buf) > self.max_event:
+            self._too_large()
         return self._process(complete)
+
+    def _too_large(self) -> None:
+        self._buf = b""
+        raise UpstreamRefused(f"upstream stream event over {self.max_event} bytes")
 
     def flush(self) -> bytes:
         """Whatever is left when the upstream closes (an event without its blank line)."""

@@ -13,6 +13,13 @@ class UpstreamFailure(Exception):
         super().__init__(f"backend '{backend}': {reason}" + (f" ({detail})" if detail else ""))
         self.backend = backend
         self.reason = reason  # connect_error | timeout | protocol_error
+        self.detail = detail
+
+
+class UpstreamRefused(ValueError):
+    """The upstream's answer breaks a rule of ours (over a size cap, a protocol switch, an
+    encoding we cannot decode, bytes no request asked for): the message says which, names
+    no secret, and is fit to show the client."""
 
 
 class UpstreamResponse(Protocol):

@@ -11,6 +11,14 @@ and read-until-close bodies, a connect timeout and a read timeout (time without 
 backpressure on streams (it stops reading the socket while `HIGH_WATER` bytes wait to be
 relayed), TLS, and one retry on a fresh connection when a reused one turns out to be closed
 before any byte of the answer came back (the keep-alive race every pooled client meets).
+
+As strict as h11 about what it accepts (docs/security.md, "Hostile upstreams"): bytes are
+taken only for a request that was written and only up to the end its framing allows; a
+connection that receives anything else (a stray answer while idle, a surplus after
+Content-Length or after a chunked body's end) is poisoned and closed, never reused, so no
+answer can reach the next request on it. An answer's head, its header count and its body
+are capped (`limits.upstream_max_*`), checked once per read, not per byte; a 101 fails the
+attempt; a gzip or deflate body is decoded within the body cap (no zip bombs).
 """
 
 from __future__ import annotations
@@ -19,12 +27,15 @@ import asyncio
 import itertools
 import ssl
 import time
+import zlib
 from collections import deque
 from collections.abc import AsyncIterator
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import httptools
 
+from proxy.backends.base import UpstreamRefused
 from proxy.timeouts import timeouts_for
 
 # A stream stops being read from the upstream socket once this much waits to be relayed
@@ -37,6 +48,22 @@ STREAM_PIECE = 16 * 1024
 
 class UpstreamClosed(ConnectionError):
     """The connection ended before the answer was complete."""
+
+
+class Caps(NamedTuple):
+    """What one answer may hold (config: `limits.upstream_max_*`)."""
+
+    head_bytes: int = 64 * 1024
+    headers: int = 100
+    body_bytes: int = 64 * 1024 * 1024
+
+
+# Content-Encoding values decoded, with their zlib window bits (gzip header; zlib wrapper).
+_DECODERS = {
+    b"gzip": 16 + zlib.MAX_WBITS,
+    b"x-gzip": 16 + zlib.MAX_WBITS,
+    b"deflate": zlib.MAX_WBITS,
+}
 
 
 # Every read lands in this one buffer: a read is parsed (httptools copies what it hands on)
@@ -56,8 +83,13 @@ class _Conn(asyncio.BufferedProtocol):
         "_waiter",
         "body",
         "buffered",
+        "caps",
+        "decoder",
         "done",
+        "encoding",
         "error",
+        "expecting",
+        "fed",
         "got_bytes",
         "headers",
         "headers_done",
@@ -66,14 +98,19 @@ class _Conn(asyncio.BufferedProtocol):
         "lost",
         "on_body",
         "paused",
+        "stall",
         "status",
         "streaming",
         "transport",
         "until_close",
     )
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, caps: Caps = Caps()) -> None:
         self._loop = loop
+        self.caps = caps
+        # True from the moment a request is written until its answer is complete: bytes
+        # at any other time belong to no request and poison the connection.
+        self.expecting = False
         self.transport: asyncio.Transport | None = None
         self.lost = False
         self.idle_since = 0.0
@@ -91,6 +128,7 @@ class _Conn(asyncio.BufferedProtocol):
     def reset(self) -> None:
         """Ready for the next answer on this connection."""
         self.body.clear()
+        self.expecting = False
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.headers_done = False
@@ -100,6 +138,12 @@ class _Conn(asyncio.BufferedProtocol):
         self.got_bytes = False
         self.keep_alive = False
         self.paused = False
+        # Bytes since the body last grew (head, chunk framing, trailers, interim answers):
+        # capped at caps.head_bytes, which bounds httptools' per-header concatenation.
+        self.stall = 0
+        self.encoding: bytes | None = None
+        self.decoder: zlib._Decompress | None = None
+        self.fed = False
         self.streaming = False  # only a relayed stream pauses the socket; read() takes all
         self.until_close = True
 
@@ -111,16 +155,31 @@ class _Conn(asyncio.BufferedProtocol):
         return _read_buffer
 
     def buffer_updated(self, nbytes: int) -> None:
+        if not self.expecting:
+            # Nothing was asked, or the answer is already complete: a stray answer or a
+            # surplus. Never parsed, never handed on; the connection is not reused.
+            self.poison("upstream sent bytes no request asked for")
+            return
         self.got_bytes = True
         body = self.body
         held = len(body)
         try:
             self._parser.feed_data(_read_buffer[:nbytes])
+        except httptools.HttpParserUpgrade:
+            self.fail(UpstreamRefused("upstream switched protocols (HTTP 101)"))
         except httptools.HttpParserError as exc:
-            self.error = ValueError(f"upstream sent malformed HTTP ({exc})")
-            self.abort()
+            cause = exc.__context__
+            if isinstance(cause, _Refused):
+                self.fail(UpstreamRefused(str(cause)))
+            elif self.done:  # bytes after the end of a complete answer: keep it, drop the rest
+                self.poison("upstream sent bytes past the end of its answer")
+            else:
+                self.fail(ValueError(f"upstream sent malformed HTTP ({exc})"))
         if len(body) > held:
-            self.buffered += sum(map(len, itertools.islice(body, held, None)))
+            if self.decoder is not None:
+                self._decode(held)
+            grown = sum(map(len, itertools.islice(body, held, None)))
+            self.buffered += grown
             if (
                 self.streaming
                 and self.buffered >= HIGH_WATER
@@ -129,7 +188,69 @@ class _Conn(asyncio.BufferedProtocol):
             ):
                 self.paused = True
                 self.transport.pause_reading()
+            if grown:
+                self.stall = 0
+                if self.buffered > self.caps.body_bytes:
+                    cap = self.caps.body_bytes
+                    self.fail(UpstreamRefused(f"upstream answer over {cap} bytes"))
+            else:
+                self._stalled(nbytes)
+        else:
+            if self.decoder is not None and self.done and self.fed:
+                self._decode(held)
+            self._stalled(nbytes)
         self._wake()
+
+    def _stalled(self, nbytes: int) -> None:
+        """A read that added no body: a head (or interim answers, chunk framing, trailers)
+        may not grow past caps.head_bytes, nor a head past caps.headers headers."""
+        self.stall += nbytes
+        caps = self.caps
+        if self.stall > caps.head_bytes and not self.done:
+            where = "head" if not self.headers_done else "framing without body"
+            self.fail(UpstreamRefused(f"upstream answer {where} over {caps.head_bytes} bytes"))
+        elif len(self.headers) > caps.headers:
+            self.fail(UpstreamRefused(f"upstream answer with over {caps.headers} headers"))
+
+    def _decode(self, held: int) -> None:
+        """Decode the pieces that just arrived (body[held:]) in place. What waits decoded
+        (a whole answer, or a stream's unrelayed part) stays within the body cap: zlib is
+        told to stop one byte past it, so a zip bomb costs no more than the cap."""
+        body, decoder = self.body, self.decoder
+        assert decoder is not None
+        raw = b"".join(itertools.islice(body, held, None))
+        del body[held:]
+        first, self.fed = not self.fed, True
+        cap = self.caps.body_bytes
+        room = max(cap - self.buffered, 0) + 1
+        try:
+            try:
+                out = decoder.decompress(raw, room)
+            except zlib.error:
+                if not (first and self.encoding == b"deflate"):
+                    raise
+                # "deflate" without its zlib wrapper, as some servers send it
+                decoder = self.decoder = zlib.decompressobj(-zlib.MAX_WBITS)
+                out = decoder.decompress(raw, room)
+            if self.done and not decoder.unconsumed_tail:
+                out += decoder.flush()
+        except zlib.error as exc:
+            self.fail(UpstreamRefused(f"upstream {self._coding()} body does not decode ({exc})"))
+            return
+        if self.buffered + len(out) > cap or decoder.unconsumed_tail:
+            self.fail(UpstreamRefused(f"upstream answer over {cap} bytes decoded"))
+            return
+        if self.done and not decoder.eof:
+            self.fail(UpstreamRefused(f"upstream {self._coding()} body cut short"))
+            return
+        if decoder.unused_data:  # a second gzip member, or bytes after the first one
+            self.fail(UpstreamRefused(f"upstream {self._coding()} body has bytes past its end"))
+            return
+        if out:
+            body.append(out)
+
+    def _coding(self) -> str:
+        return (self.encoding or b"").decode("latin-1")[:40]
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -138,31 +259,60 @@ class _Conn(asyncio.BufferedProtocol):
         self.lost = True
         if self.headers_done and self.until_close and not self.done and self.error is None:
             self.done = True  # a body without length ends with the connection
+            self.expecting = False
+            if self.decoder is not None and self.fed:
+                self._decode(len(self.body))
         elif not self.done and self.error is None:
             self.error = UpstreamClosed(str(exc) if exc else "connection closed")
         self._wake()
 
     # -- httptools callbacks
+    def on_message_begin(self) -> None:
+        if self.done:  # a second answer in the same read as the first one's end
+            raise _Surplus
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        # Trailers land here too: counted with the headers (the cap is checked again at the
+        # answer's end), never passed on (the client's copy is taken at the head's end).
         self.headers.append((name, value))
         lname = name.lower()
-        if lname == b"content-length" or (
-            lname == b"transfer-encoding" and b"chunked" in value.lower()
-        ):
+        if lname == b"content-length":
             self.until_close = False
+        elif lname == b"transfer-encoding":
+            # Only chunked, as h11: a transfer coding under it (gzip, chunked) would be
+            # relayed undecoded, and chunked not last means read-until-close.
+            if value.strip().lower() != b"chunked":
+                coding = value.decode("latin-1")[:40]
+                raise _Refused(f"upstream answer in Transfer-Encoding {coding!r}, not chunked")
+            self.until_close = False
+        elif lname == b"content-encoding":
+            self.encoding = value.strip().lower()
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
-        if status < 200:  # 1xx: the real answer follows
+        if status < 200:  # 1xx: the real answer follows (101 is refused in buffer_updated)
             self.headers = []
+            self.encoding = None
             return
+        if len(self.headers) > self.caps.headers:
+            raise _Refused(f"upstream answer with over {self.caps.headers} headers")
+        encoding = self.encoding
+        if encoding is not None and encoding != b"identity":
+            wbits = _DECODERS.get(encoding)
+            if wbits is None:
+                name = encoding.decode("latin-1")[:40]
+                raise _Refused(f"upstream answer in Content-Encoding {name!r}, not decodable")
+            self.decoder = zlib.decompressobj(wbits)
         self.status = status
         self.keep_alive = self._parser.should_keep_alive()
         self.headers_done = True
 
     def on_message_complete(self) -> None:
         if self.headers_done:
+            if len(self.headers) > self.caps.headers:  # trailers past the cap
+                raise _Refused(f"upstream answer with over {self.caps.headers} headers")
             self.done = True
+            self.expecting = False
 
     # -- for the response
     def _wake(self) -> None:
@@ -213,10 +363,34 @@ class _Conn(asyncio.BufferedProtocol):
                 self.transport.resume_reading()
         return out
 
+    def fail(self, error: BaseException) -> None:
+        """The answer is unusable: the waiter sees `error`, the connection is closed."""
+        if self.error is None:
+            self.error = error
+        self.abort()
+
+    def poison(self, why: str) -> None:
+        """Bytes no request asked for: close the connection; an answer already complete
+        stays good, an answer under way fails."""
+        self.expecting = False
+        if not self.done:
+            self.fail(UpstreamRefused(why))
+        else:
+            self.abort()
+        self._wake()
+
     def abort(self) -> None:
         if self.transport is not None and not self.lost:
             self.transport.abort()
         self.lost = True
+
+
+class _Surplus(Exception):
+    """Raised in a parser callback to stop parsing (httptools wraps it)."""
+
+
+class _Refused(_Surplus):
+    """A refusal decided in a parser callback: buffer_updated reports its message."""
 
 
 def _expire(fut: asyncio.Future[None]) -> None:
@@ -247,6 +421,8 @@ class H1Response:
                 if conn.error is not None:
                     raise conn.error
                 await conn.wait(self._pool.read_timeout_s)
+            if conn.error is not None:  # complete, but over a cap or undecodable
+                raise conn.error
             return conn.take()
         except BaseException:
             self.close()
@@ -262,10 +438,10 @@ class H1Response:
                 if conn.buffered:
                     yield conn.take(STREAM_PIECE)
                     continue
-                if conn.done:
-                    return
                 if conn.error is not None:
                     raise conn.error
+                if conn.done:
+                    return
                 await conn.wait(self._pool.read_timeout_s)
         except BaseException:
             self.close()
@@ -298,6 +474,7 @@ class H1Pool:
         read_timeout_s: float | None,
         max_idle: int,
         keepalive_s: float = 30.0,
+        caps: Caps = Caps(),
     ) -> None:
         url = urlsplit(origin)  # any path in it is ignored
         if url.scheme not in ("http", "https") or not url.hostname:
@@ -316,6 +493,7 @@ class H1Pool:
         self.read_timeout_s = read_timeout_s
         self.max_idle = max_idle
         self.keepalive_s = keepalive_s
+        self.caps = caps
         self._idle: deque[_Conn] = deque()
         self._starts: dict[str, bytes] = {}
 
@@ -350,6 +528,9 @@ class H1Pool:
         transport = conn.transport
         assert transport is not None
         try:
+            if conn.lost:  # poisoned before a byte was asked for (an answer on connect)
+                raise conn.error or UpstreamClosed("connection closed")
+            conn.expecting = True  # from here on, an answer is for this request
             if len(body) < 65536:
                 transport.write(head + body)  # one send(2) for the usual request
             else:
@@ -380,7 +561,7 @@ class H1Pool:
 
     async def _connect(self) -> _Conn:
         loop = asyncio.get_running_loop()
-        conn = _Conn(loop)
+        conn = _Conn(loop, self.caps)
         async with asyncio.timeout(self.connect_timeout_s):
             await loop.create_connection(
                 lambda: conn,

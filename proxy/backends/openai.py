@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from proxy.backends.base import UpstreamFailure
-from proxy.backends.h1client import H1Pool, H1Response, UpstreamClosed
+from proxy.backends.h1client import Caps, H1Pool, H1Response, UpstreamClosed
 from proxy.config import Backend as BackendConfig
 
 # Upstream response headers the client may rely on; everything else stays here.
@@ -41,9 +41,10 @@ def passthrough_headers(raw: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes,
 
 
 class OpenAIBackend:
-    def __init__(self, name: str, cfg: BackendConfig) -> None:
+    def __init__(self, name: str, cfg: BackendConfig, caps: tuple[int, int, int] = Caps()) -> None:
         self.name = name
         self.cfg = cfg
+        self._caps = Caps(*caps)
         assert cfg.base_url is not None
         self.base_url = cfg.base_url.rstrip("/")
         headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
@@ -64,6 +65,7 @@ class OpenAIBackend:
             connect_timeout_s=self.cfg.timeouts.connect_s,
             read_timeout_s=self.cfg.timeouts.read_s,
             max_idle=self.cfg.max_concurrency,
+            caps=self._caps,
         )
 
     async def start(self) -> None:
@@ -80,7 +82,7 @@ class OpenAIBackend:
             raise UpstreamFailure(
                 self.name, "connect_error", exc.strerror or type(exc).__name__
             ) from exc
-        except ValueError as exc:
+        except ValueError as exc:  # malformed, or UpstreamRefused (over a cap, a 101, ...)
             raise UpstreamFailure(self.name, "protocol_error", str(exc)) from exc
         resp.headers = passthrough_headers(resp.raw_headers)
         return resp

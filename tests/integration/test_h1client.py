@@ -8,7 +8,10 @@ the client's handling of each is seen on a real socket.
 from __future__ import annotations
 
 import asyncio
+import gzip
+import itertools
 import ssl
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,7 +20,8 @@ import pytest
 import trustme
 import uvloop
 
-from proxy.backends.h1client import H1Pool, UpstreamClosed
+from proxy.backends.base import UpstreamRefused
+from proxy.backends.h1client import Caps, H1Pool, UpstreamClosed
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -328,3 +332,247 @@ async def test_tls_upstream_on_asyncio(tmp_path: Path) -> None:
 def test_tls_upstream_on_uvloop(tmp_path: Path) -> None:
     """The proxy serves on uvloop: its SSL transport with the client's BufferedProtocol."""
     assert uvloop.run(_tls_exchange(tmp_path)) == [256 * 800] * 3
+
+
+# -- hostile upstreams: bytes no request asked for, answers over the caps, encodings
+
+
+def capped(url: str, **caps: int) -> H1Pool:
+    return H1Pool(url, {}, connect_timeout_s=2.0, read_timeout_s=5.0, max_idle=8, caps=Caps(**caps))
+
+
+async def _until(cond: Callable[[], bool]) -> bool:
+    """Bounded polling on the event loop: the client handles a read a turn or two later."""
+    for _ in range(500):
+        if cond():
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
+def _marked() -> Answer:
+    """Answers `ok(answer-<request number>)`, so each answer says which request it is for."""
+    seen = itertools.count()
+
+    async def answer(req: bytes) -> bytes:
+        return ok(b"answer-%d" % next(seen))
+
+    return answer
+
+
+async def test_a_stray_answer_on_an_idle_connection_poisons_it() -> None:
+    async with serving(_marked()) as (raw, url):
+        p = pool(url)
+        assert await (await p.request("POST", "/v1/x", b"{}")).read() == b"answer-0"
+        raw.writers[0].write(ok(b"stray"))  # unsolicited, while the connection is idle
+        assert await _until(lambda: p._idle[-1].lost)
+        assert await (await p.request("POST", "/v1/x", b"{}")).read() == b"answer-1"
+        p.close()
+    assert raw.connections == 2  # the poisoned connection was not reused
+
+
+@pytest.mark.parametrize("later", [False, True])
+async def test_bytes_past_content_length_poison_the_connection(later: bool) -> None:
+    turn = itertools.count()
+
+    async def answer(req: bytes) -> bytes:
+        n = next(turn)
+        mine = ok(b"answer-%d" % n)
+        return mine if later or n else mine + ok(b"smuggled")
+
+    async with serving(answer) as (raw, url):
+        p = pool(url)
+        assert await (await p.request("POST", "/v1/x", b"{}")).read() == b"answer-0"
+        if later:
+            raw.writers[0].write(ok(b"smuggled"))
+        assert await _until(lambda: not p._idle or p._idle[-1].lost)
+        assert await (await p.request("POST", "/v1/x", b"{}")).read() == b"answer-1"
+        p.close()
+    assert raw.connections == 2
+
+
+async def test_bytes_after_a_chunked_stream_end_poison_the_connection() -> None:
+    turn = itertools.count()
+
+    async def answer(req: bytes) -> bytes:
+        n = next(turn)
+        body = b"data: %d\n\n" % n
+        stream = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n"
+        return stream % (len(body), body) + (ok(b"smuggled") if n == 0 else b"")
+
+    async with serving(answer) as (raw, url):
+        p = pool(url)
+        resp = await p.request("POST", "/v1/x", b"{}")
+        assert b"".join([c async for c in resp.chunks()]) == b"data: 0\n\n"
+        resp = await p.request("POST", "/v1/x", b"{}")
+        assert b"".join([c async for c in resp.chunks()]) == b"data: 1\n\n"
+        p.close()
+    assert raw.connections == 2
+
+
+async def test_head_and_header_count_caps() -> None:
+    async def big_head(req: bytes) -> bytes:
+        return ok(b"x", b"x-big: " + b"a" * (1024 * 1024) + b"\r\n")
+
+    async with serving(big_head) as (_, url):
+        p = capped(url, head_bytes=8192)
+        with pytest.raises(UpstreamRefused, match="head over 8192 bytes"):
+            await p.request("POST", "/v1/x", b"{}")
+        p.close()
+
+    async def many(req: bytes) -> bytes:
+        return ok(b"x", b"".join(b"x-%d: v\r\n" % i for i in range(200)))
+
+    async with serving(many) as (_, url):
+        p = capped(url, headers=50)
+        with pytest.raises(UpstreamRefused, match="over 50 headers"):
+            await p.request("POST", "/v1/x", b"{}")
+        p.close()
+
+    async def trailers(req: bytes) -> bytes:
+        extra = b"".join(b"t-%d: v\r\n" % i for i in range(200))
+        return (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\n0\r\n"
+            + extra
+            + b"\r\n"
+        )
+
+    async with serving(trailers) as (_, url):
+        p = capped(url, headers=50)
+        resp = await p.request("POST", "/v1/x", b"{}")
+        with pytest.raises(UpstreamRefused, match="over 50 headers"):
+            await resp.read()
+        p.close()
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+async def test_body_cap(framing: str) -> None:
+    big = b"b" * (512 * 1024)
+
+    async def answer(req: bytes) -> bytes:
+        if framing == "length":
+            return ok(big)
+        if framing == "chunked":
+            head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+            return (
+                head + b"".join(b"4000\r\n%s\r\n" % big[:16384] for _ in range(32)) + b"0\r\n\r\n"
+            )
+        return b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n" + big
+
+    async with serving(answer) as (_, url):
+        p = capped(url, body_bytes=100_000)
+        resp = await p.request("POST", "/v1/x", b"{}")
+        with pytest.raises(UpstreamRefused, match="over 100000 bytes"):
+            await resp.read()
+        # A stream is relayed as it comes: the cap bounds what waits, not its length.
+        resp = await (capped(url, body_bytes=100_000)).request("POST", "/v1/x", b"{}")
+        assert sum([len(c) async for c in resp.chunks()]) == len(big)
+        p.close()
+
+
+@pytest.mark.parametrize("coding", [b"gzip, chunked", b"chunked, gzip", b"identity"])
+async def test_transfer_codings_other_than_chunked_are_refused(coding: bytes) -> None:
+    """As h11: a coding under chunked would be relayed undecoded; chunked not last would
+    make the body end only with the connection."""
+
+    async def answer(req: bytes) -> bytes:
+        head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: %s\r\n\r\n" % coding
+        return head + b"3\r\nabc\r\n0\r\n\r\n"
+
+    async with serving(answer) as (_, url):
+        p = pool(url)
+        with pytest.raises(UpstreamRefused, match="Transfer-Encoding"):
+            await p.request("POST", "/v1/x", b"{}")
+        p.close()
+
+
+async def test_interim_answers_are_skipped_but_a_101_is_refused() -> None:
+    async def early_hints(req: bytes) -> bytes:
+        return b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n" + ok(b"done")
+
+    async with serving(early_hints) as (_, url):
+        p = pool(url)
+        resp = await p.request("POST", "/v1/x", b"{}")
+        assert (resp.status, await resp.read()) == (200, b"done")
+        p.close()
+
+    async def switch(req: bytes) -> bytes:
+        return b"HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\nconnection: upgrade\r\n\r\nxx"
+
+    async with serving(switch) as (_, url):
+        p = pool(url)
+        with pytest.raises(UpstreamRefused, match="switched protocols"):
+            await p.request("POST", "/v1/x", b"{}")
+        p.close()
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "x-gzip", "deflate", "raw-deflate"])
+async def test_compressed_answers_are_decoded(encoding: str) -> None:
+    payload = b'{"usage": {"prompt_tokens": 1}}' * 1000
+    if encoding in ("gzip", "x-gzip"):
+        packed = gzip.compress(payload)
+    elif encoding == "deflate":
+        packed = zlib.compress(payload)
+    else:
+        z = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        packed = z.compress(payload) + z.flush()
+    name = b"deflate" if encoding == "raw-deflate" else encoding.encode()
+
+    async def answer(req: bytes) -> bytes:
+        return ok(packed, b"content-encoding: " + name + b"\r\n")
+
+    async with serving(answer) as (raw, url):
+        p = pool(url)
+        for _ in range(2):
+            assert await (await p.request("POST", "/v1/x", b"{}")).read() == payload
+        p.close()
+    assert raw.connections == 1
+
+
+async def test_compressed_stream_is_decoded_as_it_comes() -> None:
+    events = [b'data: {"n": %d}\n\n' % i for i in range(200)]
+    z = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+    chunks = [z.compress(e) + z.flush(zlib.Z_SYNC_FLUSH) for e in events] + [z.flush()]
+
+    async def answer(req: bytes) -> bytes:
+        head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-encoding: gzip\r\n\r\n"
+        return head + b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks if c) + b"0\r\n\r\n"
+
+    async with serving(answer) as (_, url):
+        p = pool(url)
+        resp = await p.request("POST", "/v1/x", b"{}")
+        assert b"".join([c async for c in resp.chunks()]) == b"".join(events)
+        p.close()
+
+
+@pytest.mark.parametrize("case", ["bomb", "cut", "garbage", "two-members", "br"])
+async def test_compressed_answers_that_cannot_be_taken(case: str) -> None:
+    encoding, body = b"gzip", gzip.compress(b"0" * (64 * 1024 * 1024))
+    if case == "cut":
+        body = gzip.compress(b"x" * 1000)[:-10]
+    elif case == "garbage":
+        body = b"not gzip at all"
+    elif case == "two-members":
+        body = gzip.compress(b"first") + gzip.compress(b"second")
+    elif case == "br":
+        encoding = b"br"
+
+    async def answer(req: bytes) -> bytes:
+        return ok(body, b"content-encoding: " + encoding + b"\r\n")
+
+    says = {
+        "bomb": "over 1000000 bytes decoded",
+        "cut": "cut short",
+        "garbage": "does not decode",
+        "two-members": "bytes past its end",
+    }
+    async with serving(answer) as (_, url):
+        p = capped(url, body_bytes=1_000_000)
+        if case == "br":
+            with pytest.raises(UpstreamRefused, match="Content-Encoding 'br'"):
+                await p.request("POST", "/v1/x", b"{}")
+        else:
+            resp = await p.request("POST", "/v1/x", b"{}")
+            with pytest.raises(UpstreamRefused, match=says[case]):
+                await resp.read()
+        p.close()

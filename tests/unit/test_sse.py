@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from proxy.backends.base import UpstreamRefused
 from proxy.sse import UsageTap, cut_inline_usage
 
 
@@ -193,3 +195,17 @@ def test_a_long_stream_is_counted_right_and_holds_little_to_count_later() -> Non
     assert tap.content_events == 3000
     assert tap.usage() == USAGE
     assert tap.saw_done
+
+
+def test_an_event_that_never_ends_is_refused_at_the_cap() -> None:
+    """An upstream that never closes its event must not grow the stream's buffer without
+    bound (limits.upstream_max_event_bytes)."""
+    tap = UsageTap(strip_usage_chunk=False, strip_inline_usage=False, max_event=4096)
+    assert tap.feed(b"data: {}\n\n" + b"data: " + b"x" * 1000) == b"data: {}\n\n"
+    with pytest.raises(UpstreamRefused, match="stream event over 4096 bytes"):
+        for _ in range(10):
+            tap.feed(b"x" * 1000)
+    # Events up to the cap pass whole, however they are cut.
+    tap = UsageTap(strip_usage_chunk=False, strip_inline_usage=False, max_event=4096)
+    event = b"data: " + b"y" * 4000 + b"\n\n"
+    assert b"".join(tap.feed(event[i : i + 100]) for i in range(0, len(event), 100)) == event
