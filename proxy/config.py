@@ -1,8 +1,8 @@
 """hybridgate.yaml: the typed model, `${VAR}` expansion, and errors that point at their place.
 
-Config is the interface (see DESIGN.md): every problem is reported at once, each with
-its path in the file (`models.chat.targets[1].backend: unknown backend 'opnai'`), and
-`check` and `serve` refuse the same problems.
+Config is the interface (docs/architecture.md, "Config"): every problem is reported at
+once, each with its path in the file (`models.chat.targets[1].backend: unknown backend
+'opnai'`), and `check` and `serve` refuse the same problems.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.config import Backend as BackendConfig
 from proxy.config import EngineMetrics
@@ -50,6 +51,7 @@ _LLAMACPP = {
     "llamacpp:tokens_predicted_total": ("generation_tokens_total", "sum"),
 }
 NAMES = {"vllm": _VLLM, "llamacpp": _LLAMACPP}
+_PREFIXES = {engine: tuple(names) for engine, names in NAMES.items()}
 
 
 @dataclass(slots=True)
@@ -75,33 +77,34 @@ class EngineSnapshot:
 
 
 def parse_engine_metrics(text: str, engine: str) -> EngineSnapshot:
-    """The figures of interest from a Prometheus text exposition (other lines skipped)."""
+    """The figures of interest from a Prometheus text exposition.
+
+    prometheus_client's parser reads each sample (names with colons, quoted labels
+    holding braces or spaces, timestamps). It is pure Python and slow per line, and an
+    engine's page is mostly histograms we never read, so only lines that start with a
+    wanted name reach it (a C-level `startswith` per line). Each such line is parsed on
+    its own, so one malformed sample is skipped instead of losing the whole scrape.
+    """
     wanted = NAMES[engine]
+    prefixes = _PREFIXES[engine]
     values: dict[str, float] = {}
     for line in text.splitlines():
-        if not line or line[0] == "#":
-            continue
-        brace = line.find("{")
-        space = line.find(" ")
-        end = brace if 0 <= brace < space or (brace >= 0 and space < 0) else space
-        if end <= 0:
-            continue
-        spec = wanted.get(line[:end])
-        if spec is None:
-            continue
-        rest = line[line.rfind("}") + 1 :] if brace >= 0 else line[end:]
-        parts = rest.split()
-        if not parts:
+        if not line.startswith(prefixes):
             continue
         try:
-            value = float(parts[0])
+            samples = [s for family in text_string_to_metric_families(line) for s in family.samples]
         except ValueError:
             continue
-        field, how = spec
-        if field in values:
-            values[field] = values[field] + value if how == "sum" else max(values[field], value)
-        else:
-            values[field] = value
+        for sample in samples:
+            spec = wanted.get(sample.name)
+            if spec is None:
+                continue
+            field, how = spec
+            value = sample.value
+            if field in values:
+                values[field] = values[field] + value if how == "sum" else max(values[field], value)
+            else:
+                values[field] = value
     old = values.pop("kv_cache_old", None)
     if "kv_cache" not in values and old is not None:
         values["kv_cache"] = old

@@ -1,9 +1,9 @@
 """Which upstream answers move a request to its next target, and which go back to the client.
 
-Failover triggers (DESIGN.md, "Routing"): connect errors and timeouts before the first
-byte, 408, 429 (not quota exhaustion), 500, 502, 503, 504, 529. Not other 4xx: those are
-the client's fault and go back unchanged. A context-length 400 may go to a target with
-a larger window.
+Failover triggers (docs/architecture.md, "The request path"): connect errors and timeouts
+before the first byte, 408, 429 (not quota exhaustion), 500, 502, 503, 504, 529. Not other
+4xx: those are the client's fault and go back unchanged. A context-length 400 may go to a
+target with a larger window.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The request path for the OpenAI routes (DESIGN.md, "The request path").
+"""The request path for the OpenAI routes (docs/architecture.md, "The request path").
 
 auth → parse the minimum → router.plan → for each attempt: backend.send → relay
 (stream or not) capturing usage → meter.finish(UsageEvent), exactly once.

@@ -1,4 +1,4 @@
-"""Prometheus metrics (names are a contract: DESIGN.md, "Metrics").
+"""Prometheus metrics (names are a contract: docs/architecture.md, "Metrics").
 
 Label values only ever come from config (aliases, backends, models, pools, tenants) or
 fixed vocabularies (outcome, kind, reason); anything else becomes "other", so a client

@@ -1,6 +1,6 @@
 """Backends move a request to one upstream and hand back its response; nothing else.
 
-They know nothing of routing, metering or budgets (the httpx-transport idea in DESIGN.md).
+They know nothing of routing, metering or budgets (docs/architecture.md, "Modules").
 """
 
 from __future__ import annotations

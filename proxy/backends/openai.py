@@ -1,7 +1,7 @@
 """`type: openai` backends: any OpenAI-compatible server (vLLM, llama.cpp, OpenAI itself).
 
 The body goes through as bytes, over the lean keep-alive client in `h1client` (measured in
-DESIGN.md and bench/RESULTS.md: httpx's default transport caps a passthrough near 1,000 req/s
+bench/RESULTS.md: httpx's default transport caps a passthrough near 1,000 req/s
 on one core; aiohttp was a third of the proxy's CPU per request). Health checks and engine
 metrics share the same pool: a second client's idle keep-alive connections would each hold
 one of a thread-per-connection server's workers (llama.cpp's) and starve the requests.

@@ -10,8 +10,9 @@ import argparse
 import importlib
 import sys
 
-# Subcommand modules, in the order `--help` lists them. A module that does not exist
-# yet is skipped, so parts of the CLI can land independently.
+# Subcommand modules, in the order `--help` lists them. Every one ships with the package:
+# one that fails to import is a broken install, so the error surfaces instead of the
+# subcommand quietly vanishing from `--help`.
 SUBCOMMANDS = ("serve", "check", "tco", "report", "demo", "sim")
 
 
@@ -24,13 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"proxy.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"proxy.cli.{name}":
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(f"proxy.cli.{name}").register(sub)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""`hybridgate serve -c FILE` and `hybridgate check -c FILE`."""
+"""`hybridgate serve -c FILE`, and `load_or_report`, the config check `check` shares."""
 
 from __future__ import annotations
 

@@ -113,7 +113,7 @@ class Meter:
     # ------------------------------------------------------------ finishing
 
     def price(self, ev: UsageEvent) -> None:
-        """Actual and counterfactual USD of one event (DESIGN.md, "Costing").
+        """Actual and counterfactual USD of one event (docs/architecture.md, "Metering model").
 
         Actual = every attempt's GPU-seconds × its pool's USD per GPU-second (a failed
         attempt on our GPUs still spent them) + the serving API's token cost.

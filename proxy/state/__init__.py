@@ -1,4 +1,4 @@
-"""Shared state: tenant API budgets, per-key rate limits and durable spend (DESIGN.md, "State").
+"""Shared state: tenant API budgets, per-key rate limits and durable spend (docs/state.md).
 
 `build_state(config)` picks the backend from `state.url`: `memory://` (one process) or
 `redis://` / `rediss://` / `unix://` (several replicas, durable across restarts).

@@ -27,6 +27,7 @@ import httpx
 import openai
 import pytest
 
+from tests.support.exposition import sample_sum
 from tests.support.llama import LlamaServer, run_llama_server
 from tests.support.proxy import ProxyHandle, parse_metrics, read_log, run_proxy
 from tests.support.sim import SimHandle, run_simulator
@@ -201,9 +202,7 @@ def test_gpu_seconds_balance_and_match_the_engine_busy_time(stack: Any) -> None:
         with httpx.Client(timeout=2) as c:
             while not stop.is_set():
                 text = c.get(f"{llama.url}/metrics").text
-                for line in text.splitlines():
-                    if line.startswith("llamacpp:requests_processing "):
-                        samples.append(float(line.split()[1]))
+                samples.append(sample_sum(text, "llamacpp:requests_processing"))
                 time.sleep(0.05)
 
     sampler = threading.Thread(target=sample)

@@ -13,6 +13,7 @@ import httpx
 import openai
 import pytest
 
+from tests.support.exposition import sample_sum
 from tests.support.servers import PYTHON, ManagedProcess, free_port, wait_http
 from tests.support.sim import SimHandle, run_simulator
 
@@ -415,11 +416,9 @@ async def test_queueing_beyond_max_num_seqs(simulator):
         async with httpx.AsyncClient() as http:
             while not done.is_set():
                 text = (await http.get(f"{sim.url}/metrics")).text
-                for line in text.splitlines():
-                    if line.startswith("vllm:num_requests_waiting{"):
-                        peak_waiting = max(peak_waiting, float(line.rsplit(" ", 1)[1]))
-                    if line.startswith("vllm:num_requests_running{"):
-                        assert float(line.rsplit(" ", 1)[1]) <= 4
+                waiting = sample_sum(text, "vllm:num_requests_waiting")
+                peak_waiting = max(peak_waiting, waiting)
+                assert sample_sum(text, "vllm:num_requests_running") <= 4
                 await asyncio.sleep(0.01)
 
     async def one() -> float:
@@ -522,16 +521,15 @@ def test_metrics_counters_follow_traffic(sim: SimHandle):
     before = sim.metrics()
     client(sim).chat.completions.create(model="sim-model", messages=USER, max_tokens=4)
 
-    def value(text: str, name: str) -> float:
-        for line in text.splitlines():
-            if line.startswith(name + "{"):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
-
     after = sim.metrics()
-    assert value(after, "vllm:prompt_tokens_total") - value(before, "vllm:prompt_tokens_total") == 9
     assert (
-        value(after, "vllm:generation_tokens_total") - value(before, "vllm:generation_tokens_total")
+        sample_sum(after, "vllm:prompt_tokens_total")
+        - sample_sum(before, "vllm:prompt_tokens_total")
+        == 9
+    )
+    assert (
+        sample_sum(after, "vllm:generation_tokens_total")
+        - sample_sum(before, "vllm:generation_tokens_total")
         == 4
     )
     assert "vllm:kv_cache_usage_perc{" in after

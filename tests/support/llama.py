@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,12 +14,10 @@ from types import ModuleType
 
 import httpx
 
+from tests.support.exposition import samples_by_key
 from tests.support.servers import REPO_ROOT, ManagedProcess, free_port, managed
 
 ENGINE_SCRIPT = REPO_ROOT / "scripts" / "llama_engine.py"
-
-# `name{labels} value` or `name value`; llama.cpp's names contain a colon (llamacpp:...).
-_SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*(?:\{[^}]*\})?)\s+(\S+)")
 
 
 @cache
@@ -32,18 +29,6 @@ def engine() -> ModuleType:
     sys.modules.setdefault("llama_engine", module)
     spec.loader.exec_module(module)
     return module
-
-
-def parse_prometheus(text: str) -> dict[str, float]:
-    """Samples of a Prometheus text page; a labelled sample keeps its labels in the key."""
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        m = _SAMPLE.match(line)
-        if m:
-            out[m.group(1)] = float(m.group(2))
-    return out
 
 
 @dataclass
@@ -74,7 +59,7 @@ class LlamaServer:
         """The engine's own counters from GET /metrics (`llamacpp:` names)."""
         r = httpx.get(f"{self.url}/metrics", timeout=5.0)
         r.raise_for_status()
-        return parse_prometheus(r.text)
+        return samples_by_key(r.text)
 
     def kill(self) -> None:
         """SIGKILL the server: a crash, as a proxy in front of it would meet one."""

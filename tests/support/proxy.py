@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import httpx
 import yaml
 
+from tests.support.exposition import Sample, parse_samples, sample_sum
 from tests.support.servers import PYTHON, ManagedProcess, free_port, wait_http
 
 
@@ -56,28 +56,13 @@ class ProxyHandle:
         )
 
 
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-
-def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
-    out = []
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = _SAMPLE.match(line)
-        if m:
-            labels = dict(_LABEL.findall(m.group(2) or ""))
-            out.append((m.group(1), labels, float(m.group(3))))
-    return out
+def parse_metrics(text: str) -> list[Sample]:
+    """Every sample of a `/metrics` page as (name, labels, value)."""
+    return parse_samples(text)
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:
-    return sum(
-        v
-        for n, lab, v in parse_metrics(text)
-        if n == name and all(lab.get(k) == val for k, val in labels.items())
-    )
+    return sample_sum(text, name, **labels)
 
 
 @contextlib.contextmanager

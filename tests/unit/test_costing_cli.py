@@ -14,6 +14,7 @@ import pytest
 
 from costing.units import to_cents
 from proxy.cli import tco
+from proxy.cli.tco.flags import volume
 
 CONFIG = """
 engineering: {setup_hours: 80, hourly_rate_usd: 120, amortize_months: 12,
@@ -201,12 +202,12 @@ def test_several_pools_need_pool(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_volume_parsing() -> None:
-    assert tco._volume("5M") == 5_000_000
-    assert tco._volume("1.5B") == 1_500_000_000
-    assert tco._volume("100_000") == 100_000
-    assert tco._volume("2,500") == 2500
+    assert volume("5M") == 5_000_000
+    assert volume("1.5B") == 1_500_000_000
+    assert volume("100_000") == 100_000
+    assert volume("2,500") == 2500
     with pytest.raises(argparse.ArgumentTypeError):
-        tco._volume("lots")
+        volume("lots")
 
 
 def test_hybridgate_tco_console_script_runs() -> None:
@@ -224,3 +225,57 @@ def test_hybridgate_tco_console_script_runs() -> None:
     assert to_cents(json.loads(out.stdout)["seed_check"]["seed_formula"]["monthly_usd"]) == Decimal(
         "902.78"
     )
+
+
+@pytest.fixture
+def wide(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A console wide enough that no table cell or line wraps (rich reads COLUMNS)."""
+    monkeypatch.setenv("COLUMNS", "200")
+
+
+@pytest.mark.usefixtures("wide")
+def test_text_output_of_a_configured_run(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The rich tables of a run from --config: assumptions with their sources, every
+    scenario (the configured hybrid included), the breakdown and the cheapest."""
+    code, out, err = run_tco(["-c", str(config_file)], capsys)
+    assert code == 0 and err == ""
+    for text in (
+        "gpu_pools.h100: rented at $2.20/GPU-hour; capacity 2500 tokens/s per GPU",
+        "80 h setup × $120 / 12 months + 10 h/month × $120 = $2,000.00/month",
+        "720 hours (config costing.hours_per_month)",
+        "API model 'gpt-4o-mini' from the config's compare_to",
+        "Monthly cost at 5,000,000 requests/month",
+        "Hybrid, configured (k=2, rest to API)",
+        "Self-hosted-only (rented, always on)",
+        "Where the money goes (USD/month)",
+        "Hybrid (cfg)",
+        "Cheapest: API-only at $1,875.00/month.",
+    ):
+        assert text in out, text
+
+
+@pytest.mark.usefixtures("wide")
+def test_text_output_of_bought_and_serverless_pools(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_tco(
+        [
+            *("--billing", "purchase", "--purchase-usd-per-gpu", "36000"),
+            *("--gpu-amortize-months", "36", "--power-kw-per-gpu", "0.7"),
+            *("--usd-per-kwh", "0.15", "--hosting-usd-per-month", "200"),
+            *("--prompt-tokens", "800", "--completion-tokens", "200", "--cached-tokens", "300"),
+            *("--fine-tune-tokens", "1000000", "--fine-tune-usd-per-1k", "0.008"),
+        ],
+        capsys,
+    )
+    assert code == 0
+    assert "bought at $36,000/GPU over 36 months, 0.7 kW × $0.15/kWh, hosting $200.00/month" in out
+    assert "800 prompt + 200 completion tokens/request (300 prompt tokens cached)" in out
+    assert "Fine-tuning" in out and "$0.67/month amortised" in out
+    assert "Self-hosted-only (bought, always on)" in out
+
+    code, out, _ = run_tco(["--billing", "serverless", "--sweep"], capsys)
+    assert code == 0
+    assert "serverless GPUs sized for the peak, paid per busy second" in out
+    assert "Busy-only¹" not in out and "Hybrid³" not in out
+    assert "serverless price per GPU-second derived as --gpu-usd-per-hour / 3600" in out

@@ -126,3 +126,20 @@ def test_where_health_checks_probe(cfg: dict, url: str) -> None:
 def test_backends_without_http_are_not_probed() -> None:
     b = Backend.model_validate({"type": "litellm", "provider": "anthropic"})
     assert health_url(SimpleNamespace(), b) is None
+
+
+def test_escaped_quotes_tabs_and_broken_unread_families_keep_the_scrape() -> None:
+    """prometheus_client's parser reads the wanted samples (escaped quotes and `}` in a
+    label value, a tab before the value); a malformed line of a family we never read, or
+    a malformed wanted sample, costs that line only, never the whole scrape."""
+    text = (
+        "# HELP vllm:num_requests_running Number of requests.\n"
+        "# TYPE vllm:num_requests_running gauge\n"
+        'vllm:num_requests_running{model_name="a \\"quoted\\" } name"}\t3\n'
+        'vllm:num_requests_running{model_name="b"} 2 1700000000000\n'
+        'vllm:e2e_request_latency_seconds_bucket{le="0.3" 1\n'
+        'vllm:num_requests_waiting{model_name="a"} not-a-number\n'
+        'vllm:num_requests_waiting{model_name="b"} 4\n'
+    )
+    s = parse_engine_metrics(text, "vllm")
+    assert (s.running, s.waiting) == (5.0, 4.0)

@@ -5,15 +5,7 @@ from __future__ import annotations
 from simulator.engine import Engine, Sequence, StepModel
 from simulator.metrics import Histogram, VllmMetrics
 from simulator.ratelimit import RateWindow, format_reset
-
-
-def _samples(text: str) -> dict[str, float]:
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
+from tests.support.exposition import samples_by_key
 
 
 def test_vllm_names_labels_and_histograms():
@@ -22,7 +14,7 @@ def test_vllm_names_labels_and_histograms():
     seq.arrived, seq.first_token, seq.finished = 100.0, 100.03, 100.4
     m.on_finish(seq)
     text = m.render(Engine(StepModel()), prompt_tokens=10, generation_tokens=2)
-    s = _samples(text)
+    s = samples_by_key(text)
     lb = 'engine="0",model_name="llama"'
     assert s[f"vllm:num_requests_running{{{lb}}}"] == 0
     assert s[f"vllm:num_requests_waiting{{{lb}}}"] == 0

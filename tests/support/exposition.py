@@ -1,0 +1,41 @@
+"""Reading a Prometheus text page in tests, with prometheus_client's own parser.
+
+One reader for every test (the proxy's `/metrics`, the simulator's and llama-server's
+engine metrics), so no test trusts a hand-written regex about label quoting or escapes.
+"""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+Sample = tuple[str, dict[str, str], float]
+
+
+def parse_samples(text: str) -> list[Sample]:
+    """Every sample of the page as (name, labels, value), in page order."""
+    return [
+        (s.name, dict(s.labels), s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    ]
+
+
+def sample_key(name: str, labels: dict[str, str]) -> str:
+    """`name{k="v",...}` (labels in page order), or `name` when it has none."""
+    if not labels:
+        return name
+    return name + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+
+
+def samples_by_key(text: str) -> dict[str, float]:
+    """The page as {sample_key: value}; a labelled sample keeps its labels in the key."""
+    return {sample_key(n, lab): v for n, lab, v in parse_samples(text)}
+
+
+def sample_sum(text: str, name: str, **labels: str) -> float:
+    """Sum of a metric's samples whose labels include `labels` (0 if none)."""
+    return sum(
+        v
+        for n, lab, v in parse_samples(text)
+        if n == name and all(lab.get(k) == val for k, val in labels.items())
+    )
