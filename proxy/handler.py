@@ -67,6 +67,7 @@ _SSE_HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
+_NO_DEADLINE = contextlib.nullcontext()
 _ids = itertools.count(1)
 _ID_PREFIX = f"hg-{os.getpid():x}-"
 
@@ -506,7 +507,8 @@ class _Request:
             await exchange.send_chunk(first)
             held = b""
         cut = expired = False
-        deadline = _Deadline(self.stream_deadline, exchange.task)
+        # The stream's total deadline; none needed for a stream already whole in hand.
+        deadline = _NO_DEADLINE if held else _Deadline(self.stream_deadline, exchange.task)
         try:
             async with deadline:
                 async for data in self._chunks:
@@ -518,7 +520,7 @@ class _Request:
             _stream_usage(ev, self.data, tap)
             raise
         except Exception:
-            expired = deadline.fired
+            expired = isinstance(deadline, _Deadline) and deadline.fired
             cut = True
             upstream.close()
         tail = held + tap.flush()
