@@ -68,6 +68,9 @@ class Runtime:
         for name in config.backends:
             self.inflight.setdefault(name, 0)
         self.requests_inflight = 0
+        # With --workers: requests queued for each backend's slots in the workers, summed
+        # by the hub (proxy/multiproc/hub.py) for its gauge; empty in a single process.
+        self.worker_queued: dict[str, int] = {}
         self.meter = (
             meter if meter is not None else Meter(config, self.prices, pool_factory=pool_factory)
         )
@@ -91,7 +94,9 @@ class Runtime:
         for name in config.backends:
             metrics.inflight.labels(name).set_function(lambda n=name: self.inflight[n])
             slots = self.slots[name]
-            metrics.queued.labels(name).set_function(lambda s=slots: s.waiting)
+            metrics.queued.labels(name).set_function(
+                lambda s=slots, n=name: s.waiting + self.worker_queued.get(n, 0)
+            )
         counts = self.caps.counts
         for i, k in enumerate(config.auth.keys):
             if k.max_concurrency is not None:
@@ -105,6 +110,16 @@ class Runtime:
         for name, b in config.backends.items():
             kind = "self_hosted" if b.self_hosted else "api"
             metrics.backend_info.labels(name, kind, b.pool or "").set(1)
+
+    def gauges(self) -> dict[str, int]:
+        """What a worker reports for the hub to sum: requests in flight per backend, queued
+        per backend (`queued|<backend>`) and per capped key and tenant (their counters)."""
+        out = dict(self.inflight)
+        for name, slots in self.slots.items():
+            if slots.waiting:
+                out["queued|" + name] = slots.waiting
+        out.update(self.caps.counts)
+        return out
 
     def tenant_label(self, tenant: str) -> str:
         return tenant if tenant in self._tenants else "other"

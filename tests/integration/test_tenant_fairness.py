@@ -376,3 +376,35 @@ def test_a_stream_ends_at_its_deadline_with_an_error_event_and_is_metered_once(
     assert grew(before, after, "hybridgate_requests_total", **short) == 1
     assert grew(before, after, "hybridgate_requests_total", outcome="cut", **short) == 1
     assert metric_value(after, "hybridgate_inflight_requests", backend="roomy") == 0
+
+
+# ---------------------------------------------------------------- with --workers
+
+
+def test_caps_are_counted_per_worker_and_summed_by_the_hub(tmp_path: Path) -> None:
+    """`serve --workers 2`: each worker counts its own requests; the hub's /metrics shows
+    the sum (it showed 0 before the workers reported these gauges)."""
+    with run_simulator(tmp_path, "api", args=["--ttft-ms", "0", "--itl-ms", "100"]) as sim:
+        cfg = {
+            "auth": {
+                "keys": [{"key": KEY_A, "tenant": "a", "name": "a-app", "max_concurrency": 4}]
+            },
+            "tenants": {"a": {"max_concurrency": 4}},
+            "backends": {"up": {"base_url": sim.base_url}},
+            "models": {"roomy": {"targets": [{"backend": "up", "model": "gpt-4o-mini"}]}},
+            "health_checks": {"enabled": False},
+            "engine_metrics": {"enabled": False},
+        }
+        with run_proxy(tmp_path, cfg, args=["--workers", "2"]) as proxy:
+
+            def summed(n: int) -> bool:
+                text = proxy.metrics_text()
+                return (
+                    metric_value(text, "hybridgate_key_inflight_requests", key="a-app") == n
+                    and metric_value(text, "hybridgate_tenant_inflight_requests", tenant="a") == n
+                    and metric_value(text, "hybridgate_inflight_requests", backend="up") == n
+                )
+
+            with held_stream(proxy, KEY_A, "roomy"), held_stream(proxy, KEY_A, "roomy"):
+                wait_for(lambda: summed(2), "the hub to show both workers' counts")
+            wait_for(lambda: summed(0), "the counts to be back to 0")
