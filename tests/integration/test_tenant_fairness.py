@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -238,6 +239,36 @@ def test_a_waiting_request_gets_the_slot_freed_before_its_deadline(proxy: ProxyH
     assert r.headers["x-hybridgate-backend"] == "small"
     assert r.headers["x-hybridgate-attempts"] == "1"
     assert proxy.metric("hybridgate_backend_queued_requests", backend="small") == 0
+
+
+def test_a_client_gone_while_queued_leaves_no_slot_or_count_behind(proxy: ProxyHandle) -> None:
+    """A request queued for a full backend whose client hangs up: it leaves the queue and
+    its tenant's count (tenant c, capped), and the backend's slots are all usable again."""
+    body = orjson.dumps({"model": "hold", "messages": MSGS, "max_tokens": 3})
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY_C1}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+    )
+    with held_stream(proxy, KEY_A, "hold"), held_stream(proxy, KEY_A, "hold"):
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+            sock.sendall(head.encode() + body)
+            wait_for(
+                lambda: (
+                    proxy.metric("hybridgate_backend_queued_requests", backend="small") == 1
+                    and proxy.metric("hybridgate_tenant_inflight_requests", tenant="c") == 1
+                ),
+                "the request to queue for a slot",
+            )
+        wait_for(
+            lambda: (
+                proxy.metric("hybridgate_backend_queued_requests", backend="small") == 0
+                and proxy.metric("hybridgate_tenant_inflight_requests", tenant="c") == 0
+            ),
+            "the hang-up to leave the queue and the count",
+        )
+    wait_for(lambda: inflight(proxy) == 0, "the held streams to end")
+    with held_stream(proxy, KEY_A, "hold"), held_stream(proxy, KEY_A, "hold"):
+        pass  # both slots of 'small' are there to take
 
 
 # ---------------------------------------------------------------- per key and tenant caps
