@@ -6,18 +6,24 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
+from proxy.concurrency import key_counter, tenant_counter
 from proxy.config import Config
 from proxy.errors import ProxyError
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the tenant label and the key's config name (never the key itself)."""
+    """Who is calling: the tenant label and the key's config name (never the key itself).
+
+    `caps`: the concurrency caps this caller counts against, as
+    `(counter, limit, what)` (proxy/concurrency.py); empty when uncapped, so the request
+    path tests one attribute."""
 
     tenant: str
     key_name: str
     rpm: int | None = None
     tpm: int | None = None
+    caps: tuple[tuple[str, int, str], ...] = ()
 
 
 ANONYMOUS = Principal(tenant="default", key_name="anonymous")
@@ -39,6 +45,13 @@ def bearer_token(headers: dict[bytes, bytes]) -> bytes | None:
     return headers.get(b"api-key") or headers.get(b"x-api-key")
 
 
+def _tenant_cap(config: Config, tenant: str) -> tuple[tuple[str, int, str], ...]:
+    spec = config.tenants.get(tenant)
+    if spec is None or spec.max_concurrency is None:
+        return ()
+    return ((tenant_counter(tenant), spec.max_concurrency, f"tenant '{tenant}'"),)
+
+
 class Authenticator:
     """Resolves client keys and checks the admin key.
 
@@ -50,22 +63,29 @@ class Authenticator:
         self._by_digest: dict[bytes, tuple[bytes, Principal]] = {}
         for i, entry in enumerate(config.auth.keys):
             digest = _digest(entry.key.get_secret_value())
+            name = entry.name or f"key{i}"
+            caps = _tenant_cap(config, entry.tenant)
+            if entry.max_concurrency is not None:
+                caps = ((key_counter(name), entry.max_concurrency, f"key '{name}'"), *caps)
             self._by_digest[digest] = (
                 digest,
                 Principal(
                     tenant=entry.tenant,
-                    key_name=entry.name or f"key{i}",
+                    key_name=name,
                     rpm=entry.rpm,
                     tpm=entry.tpm,
+                    caps=caps,
                 ),
             )
         admin = config.auth.admin_key
         self._admin_digest = _digest(admin.get_secret_value()) if admin else None
         self.open = not self._by_digest
+        caps = _tenant_cap(config, ANONYMOUS.tenant)
+        self._anonymous = Principal(ANONYMOUS.tenant, ANONYMOUS.key_name, caps=caps)
 
     def client(self, headers: dict[bytes, bytes]) -> Principal:
         if self.open:
-            return ANONYMOUS
+            return self._anonymous
         token = bearer_token(headers)
         if token is None:
             raise ProxyError(

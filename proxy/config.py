@@ -121,6 +121,8 @@ class ApiKey(_Strict):
     name: str | None = None
     rpm: Annotated[int, Field(ge=1)] | None = None
     tpm: Annotated[int, Field(ge=1)] | None = None
+    # Requests of this key in flight at once (per proxy process); past it, 429.
+    max_concurrency: Annotated[int, Field(ge=1)] | None = None
 
 
 class Auth(_Strict):
@@ -131,6 +133,8 @@ class Auth(_Strict):
 class Tenant(_Strict):
     monthly_api_budget_usd: Annotated[float, Field(ge=0)] | None = None
     over_budget: Literal["self_hosted_only", "reject"] = "self_hosted_only"
+    # Requests of all the tenant's keys in flight at once (per proxy process); past it, 429.
+    max_concurrency: Annotated[int, Field(ge=1)] | None = None
 
 
 class Engineering(_Strict):
@@ -238,6 +242,7 @@ class ModelAlias(_Strict):
     spillover: Spillover = Spillover()
     compare_to: CompareTo | None = None
     timeout_s: Annotated[float, Field(gt=0)] | None = None
+    stream_timeout_s: Annotated[float, Field(gt=0)] | None = None
 
 
 class RuleWhen(_Strict):
@@ -270,6 +275,8 @@ class Price(_Strict):
 class Limits(_Strict):
     max_body_bytes: Annotated[int, Field(ge=1)] = 10 * 1024 * 1024
     request_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    # A relayed stream ends (with an error event) this long after the request arrived.
+    stream_timeout_s: Annotated[float, Field(gt=0)] = 3600.0
     # Slow clients: headers must arrive within this of the connection/request start, the
     # body within body_timeout_s of the headers (slowloris protection).
     header_timeout_s: Annotated[float, Field(gt=0)] = 10.0

@@ -24,6 +24,7 @@ import orjson
 
 from proxy.auth import Principal
 from proxy.backends.base import UpstreamFailure, UpstreamRefused, UpstreamResponse
+from proxy.concurrency import Slots, saturated_error
 from proxy.errors import ProxyError, error_body, normalize_upstream_error
 from proxy.exchange import (
     AsgiExchange,
@@ -66,6 +67,7 @@ _SSE_HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
+_NO_DEADLINE = contextlib.nullcontext()
 _ids = itertools.count(1)
 _ID_PREFIX = f"hg-{os.getpid():x}-"
 
@@ -153,6 +155,8 @@ class Handler:
                 with contextlib.suppress(Exception):
                     await exchange.respond(500, [_JSON], err.body())
         finally:
+            if req.lease:
+                rt.caps.release(req.lease)
             rt.requests_inflight -= 1
             ev.duration_s = time.perf_counter() - req.t0
             ev.overhead_s = max(0.0, ev.duration_s - req.upstream_s)
@@ -169,9 +173,11 @@ class _Request:
         "deadline",
         "ev",
         "exchange",
+        "lease",
         "response_started",
         "rt",
         "stream",
+        "stream_deadline",
         "t0",
         "upstream",
         "upstream_s",
@@ -192,6 +198,8 @@ class _Request:
         self.want_usage = False
         self.want_continuous = False
         self.deadline = 0.0
+        self.stream_deadline = 0.0
+        self.lease: tuple[tuple[str, int, str], ...] = ()  # caps counted, released once
 
     async def serve(self) -> None:
         rt, ev, exchange = self.rt, self.ev, self.exchange
@@ -213,6 +221,9 @@ class _Request:
                 code="model_not_found",
             )
         ev.alias = alias_name
+        if principal.caps:  # the key's or tenant's concurrency cap: 429 past it
+            rt.caps.take(principal.caps)
+            self.lease = principal.caps  # released by Handler.serve, whatever happens
         # Budgets and rate limits (local state, O(1)): 429, or self-hosted targets only.
         only = "self_hosted" if rt.state.admit(ev.tenant, ev.key_name, alias_name) else None
         self.stream = ev.stream = bool(data.get("stream")) and ev.endpoint != "embeddings"
@@ -230,7 +241,13 @@ class _Request:
         self.want_usage = bool(client_so.get("include_usage"))
         self.want_continuous = bool(client_so.get("continuous_usage_stats"))
         loop = exchange.task.get_loop()  # (get_running_loop() costs a getpid() on 3.11)
-        self.deadline = loop.time() + (plan.spec.timeout_s or rt.config.limits.request_timeout_s)
+        now = loop.time()
+        self.deadline = now + (plan.spec.timeout_s or rt.config.limits.request_timeout_s)
+        if self.stream:  # the whole relay ends by this; its first event by both
+            limit = plan.spec.stream_timeout_s or rt.config.limits.stream_timeout_s
+            self.stream_deadline = now + limit
+            if self.stream_deadline < self.deadline:
+                self.deadline = self.stream_deadline
         watcher = exchange.watch()
         try:
             await self.attempts(plan)
@@ -249,6 +266,7 @@ class _Request:
         data = self.data
         assert data is not None
         last_error: ProxyError | None = None
+        saturated = False  # the last answer so far: no slot free (503 if it stays so)
         path = _UPSTREAM_PATH[ev.endpoint]
         n = len(plan)
         for i, target in enumerate(plan):
@@ -256,15 +274,25 @@ class _Request:
             body = _upstream_body(
                 data, target.model, self.stream, rt.engine_kind(target.backend) == "vllm"
             )
+            slots = rt.slots[target.backend]
+            # A full backend: the next target if there is one, else a wait for a slot
+            # within the request's deadline (never past it: docs/security.md).
+            if not slots.try_take() and (i < n - 1 or not await self._wait_slot(slots)):
+                saturated = True
+                ev.attempts.append(Attempt(target.backend, target.model, reason="saturated"))
+                ev.backend, ev.model = target.backend, target.model
+                nxt = plan[i + 1].backend if i + 1 < n else "none"
+                rt.metrics.failover(ev.alias, target.backend, nxt, "saturated")
+                continue  # not the backend's failure: its breaker is not told
             if not rt.admit(target.backend):
+                slots.release()
                 continue  # its breaker opened, or its half-open probe is out, since planning
+            saturated = False
             backend = rt.backends[target.backend]
             attempt = Attempt(target.backend, target.model)
             ev.attempts.append(attempt)
             ev.backend, ev.model = target.backend, target.model
-            sem = rt.semaphores[target.backend]
             t_attempt = time.perf_counter()
-            await sem.acquire()
             rt.inflight[target.backend] += 1
             share: GpuShare | None = rt.meter.begin(target.backend)
             try:
@@ -284,12 +312,14 @@ class _Request:
                     attempt.gpu_seconds = share.end()
                     ev.gpu_seconds += attempt.gpu_seconds
                 rt.inflight[target.backend] -= 1
-                sem.release()
+                slots.release()
             if attempt.reason is None:  # the backend answered, and not with a failure
                 ttft = None if ev.ttft_s is None else self.t0 + ev.ttft_s - t_attempt
                 rt.on_success(target.backend, ttft)
             return
-        if last_error is None:
+        if saturated:
+            last_error = saturated_error(ev.alias, [(_ATTEMPTS, str(len(ev.attempts)).encode())])
+        elif last_error is None:
             last_error = ProxyError(
                 503,
                 f"No backend available for model '{ev.alias}'.",
@@ -297,6 +327,16 @@ class _Request:
             )
         last_error.outcome = "error"
         raise last_error
+
+    async def _wait_slot(self, slots: Slots) -> bool:
+        """Wait for a slot of the plan's last target until the request's deadline: True
+        once one is taken, False when the deadline came first."""
+        try:
+            async with _Deadline(self.deadline, self.exchange.task):
+                await slots.take()
+        except TimeoutError:
+            return False
+        return True
 
     async def one_attempt(
         self,
@@ -466,22 +506,35 @@ class _Request:
         if not upstream.complete:
             await exchange.send_chunk(first)
             held = b""
-        cut = False
+        cut = expired = False
+        # The stream's total deadline; none needed for a stream already whole in hand.
+        deadline = _NO_DEADLINE if held else _Deadline(self.stream_deadline, exchange.task)
         try:
-            async for data in self._chunks:
-                out = tap.feed(data)
-                if out:
-                    await exchange.send_chunk(out)
+            async with deadline:
+                async for data in self._chunks:
+                    out = tap.feed(data)
+                    if out:
+                        await exchange.send_chunk(out)
         except asyncio.CancelledError:
             upstream.close()
             _stream_usage(ev, self.data, tap)
             raise
         except Exception:
+            expired = isinstance(deadline, _Deadline) and deadline.fired
             cut = True
             upstream.close()
         tail = held + tap.flush()
         _stream_usage(ev, self.data, tap)
-        if cut or not (tap.saw_done or tap.saw_error):
+        if expired:  # ours, not the backend's failure: its breaker is not told
+            ev.outcome = "cut"
+            ev.attempts[-1].reason = "stream_timeout"
+            msg = (
+                f"The stream reached the proxy's time limit for a stream ({self._stream_limit()}) "
+                f"and was ended; the answer is truncated."
+            )
+            tail += b"data: " + error_body(msg, "timeout_error", None, "stream_timeout")
+            tail += b"\n\n"
+        elif cut or not (tap.saw_done or tap.saw_error):
             ev.outcome = "cut"
             msg = (
                 f"The backend '{target.backend}' ended the stream before it was complete; "
@@ -492,6 +545,14 @@ class _Request:
             ev.attempts[-1].reason = "cut"
             self.rt.on_failure(target.backend, "cut")
         await exchange.end_stream(tail)
+
+    def _stream_limit(self) -> str:
+        """The stream time limit that applied, and the key that set it (for messages)."""
+        config = self.rt.config
+        spec = config.models.get(self.ev.alias)
+        if spec is not None and spec.stream_timeout_s is not None:
+            return f"{spec.stream_timeout_s:g} s, models.{self.ev.alias}.stream_timeout_s"
+        return f"{config.limits.stream_timeout_s:g} s, limits.stream_timeout_s"
 
 
 def _err(status: int, message: str, code: str) -> ProxyError:
@@ -553,6 +614,10 @@ class _Deadline:
     def _fire(self) -> None:
         self._fired = True
         self._task.cancel()
+
+    @property
+    def fired(self) -> bool:
+        return self._fired
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: Any, tb: Any) -> None:
         self._handle.cancel()

@@ -148,6 +148,27 @@ class Metrics:
             ["backend"],
             registry=r,
         )
+        self.queued = Gauge(
+            "hybridgate_backend_queued_requests",
+            "Requests waiting for a free slot of the backend (max_concurrency full), "
+            "within their deadline.",
+            ["backend"],
+            registry=r,
+        )
+        self.key_inflight = Gauge(
+            "hybridgate_key_inflight_requests",
+            "Requests in flight per client key with a concurrency cap "
+            "(auth.keys[].max_concurrency; keys without one are not counted).",
+            ["key"],
+            registry=r,
+        )
+        self.tenant_inflight = Gauge(
+            "hybridgate_tenant_inflight_requests",
+            "Requests in flight per tenant with a concurrency cap "
+            "(tenants.<name>.max_concurrency; tenants without one are not counted).",
+            ["tenant"],
+            registry=r,
+        )
         self.backend_up = Gauge(
             "hybridgate_backend_up",
             "1 if the backend is considered healthy.",

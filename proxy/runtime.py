@@ -7,7 +7,6 @@ accounts outlive a reload (counters must not restart, provisioned time keeps acc
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from costing.prices import PriceTable
 from proxy.auth import Authenticator
 from proxy.backends import Backend, build_backend, upstream_caps
+from proxy.concurrency import Slots, TenantCaps, key_counter, tenant_counter
 from proxy.config import Config
 from proxy.control import ControlPlane
 from proxy.metering.meter import Meter, PoolFactory
@@ -49,7 +49,7 @@ class Runtime:
         # A reload (previous is set) takes over unchanged backends as they are: warm
         # connection pools, the same concurrency limit, one in-flight count across both.
         self.backends: dict[str, Backend] = {}
-        self.semaphores: dict[str, asyncio.Semaphore] = {}
+        self.slots: dict[str, Slots] = {}
         caps = upstream_caps(config.limits)  # changed caps rebuild the pools
         for name, b in config.backends.items():
             if (
@@ -58,14 +58,19 @@ class Runtime:
                 and upstream_caps(previous.config.limits) == caps
             ):
                 self.backends[name] = previous.backends[name]
-                self.semaphores[name] = previous.semaphores[name]
+                self.slots[name] = previous.slots[name]
             else:
                 self.backends[name] = build_backend(name, b, config.limits)
-                self.semaphores[name] = asyncio.Semaphore(b.max_concurrency)
+                self.slots[name] = Slots(b.max_concurrency)
+        # Requests in flight per capped key and tenant: one count across a reload.
+        self.caps = TenantCaps(previous.caps.counts if previous is not None else None)
         self.inflight: dict[str, int] = previous.inflight if previous is not None else {}
         for name in config.backends:
             self.inflight.setdefault(name, 0)
         self.requests_inflight = 0
+        # With --workers: requests queued for each backend's slots in the workers, summed
+        # by the hub (proxy/multiproc/hub.py) for its gauge; empty in a single process.
+        self.worker_queued: dict[str, int] = {}
         self.meter = (
             meter if meter is not None else Meter(config, self.prices, pool_factory=pool_factory)
         )
@@ -88,9 +93,33 @@ class Runtime:
         self._engine = {name: b.engine_kind for name, b in config.backends.items()}
         for name in config.backends:
             metrics.inflight.labels(name).set_function(lambda n=name: self.inflight[n])
+            slots = self.slots[name]
+            metrics.queued.labels(name).set_function(
+                lambda s=slots, n=name: s.waiting + self.worker_queued.get(n, 0)
+            )
+        counts = self.caps.counts
+        for i, k in enumerate(config.auth.keys):
+            if k.max_concurrency is not None:
+                key = k.name or f"key{i}"
+                c = key_counter(key)
+                metrics.key_inflight.labels(key).set_function(lambda c=c: counts.get(c, 0))
+        for tenant, spec in config.tenants.items():
+            if spec.max_concurrency is not None:
+                c = tenant_counter(tenant)
+                metrics.tenant_inflight.labels(tenant).set_function(lambda c=c: counts.get(c, 0))
         for name, b in config.backends.items():
             kind = "self_hosted" if b.self_hosted else "api"
             metrics.backend_info.labels(name, kind, b.pool or "").set(1)
+
+    def gauges(self) -> dict[str, int]:
+        """What a worker reports for the hub to sum: requests in flight per backend, queued
+        per backend (`queued|<backend>`) and per capped key and tenant (their counters)."""
+        out = dict(self.inflight)
+        for name, slots in self.slots.items():
+            if slots.waiting:
+                out["queued|" + name] = slots.waiting
+        out.update(self.caps.counts)
+        return out
 
     def tenant_label(self, tenant: str) -> str:
         return tenant if tenant in self._tenants else "other"

@@ -115,6 +115,20 @@ class Hub:
                 )
 
     def _sum_inflight(self) -> None:
-        totals = self.gate.runtime.inflight  # the gauge reads this dict
+        """The gauges the workers report, summed into the dicts the hub's gauges read."""
+        rt = self.gate.runtime
+        workers = self._inflight.values()
+        totals = rt.inflight
         for name in totals:
-            totals[name] = sum(w.get(name, 0) for w in self._inflight.values())
+            totals[name] = sum(w.get(name, 0) for w in workers)
+        # Capped keys/tenants ("key|…", "tenant|…") and queues ("queued|<backend>").
+        counts = rt.caps.counts
+        named = {k for w in workers for k in w if "|" in k} | set(counts)
+        queued: dict[str, int] = {}
+        for k in named:
+            n = sum(w.get(k, 0) for w in workers)
+            if k.startswith("queued|"):
+                queued[k[7:]] = n
+            else:
+                counts[k] = n
+        rt.worker_queued = queued

@@ -155,9 +155,7 @@ class Worker(Role):
 
     def wire(self, gate: HybridGateApp) -> AsgiApp:
         runtime = gate.runtime
-        self.forwarder = Forwarder(
-            str(self.run_dir / "hub.sock"), lambda: dict(gate.runtime.inflight)
-        )
+        self.forwarder = Forwarder(str(self.run_dir / "hub.sock"), lambda: gate.runtime.gauges())
         assert isinstance(gate.metrics, WorkerMetrics)
         gate.metrics.forwarder = self.forwarder
         runtime.meter.add_fast_sink(self.forwarder.add)
