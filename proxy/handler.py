@@ -66,6 +66,7 @@ _SSE_HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
+_ERROR_KEY = b'"error"'  # in a streamed event: the upstream's error, to redact
 _ids = itertools.count(1)
 _ID_PREFIX = f"hg-{os.getpid():x}-"
 
@@ -400,7 +401,14 @@ class _Request:
     ) -> None:
         """Decide about an upstream 4xx/5xx: fail over (raise) or pass it back (return)."""
         status = upstream.status
-        err_body, code = normalize_upstream_error(status, raw, target.backend)
+        redact = self.rt.redact
+        err_body, code = normalize_upstream_error(
+            status,
+            raw,
+            target.backend,
+            redact.bytes if redact else None,
+            _REQUIRED_FIELD[self.ev.endpoint],
+        )
         if status in (401, 403):
             # Our credentials for the upstream were refused: the client can do nothing
             # about it, and the upstream's text may quote part of the key. Self-hosted
@@ -462,6 +470,9 @@ class _Request:
         )
         # A stream already whole in hand (a fast upstream) goes out in one write with its
         # end; otherwise the first event goes now, as soon as it is there.
+        redact = self.rt.redact
+        if redact and _ERROR_KEY in first:
+            first = redact.bytes(first)
         held = first
         if not upstream.complete:
             await exchange.send_chunk(first)
@@ -471,6 +482,8 @@ class _Request:
             async for data in self._chunks:
                 out = tap.feed(data)
                 if out:
+                    if _ERROR_KEY in out and redact:  # an error event may quote our key
+                        out = redact.bytes(out)
                     await exchange.send_chunk(out)
         except asyncio.CancelledError:
             upstream.close()
@@ -479,7 +492,10 @@ class _Request:
         except Exception:
             cut = True
             upstream.close()
-        tail = held + tap.flush()
+        rest = tap.flush()
+        if rest and _ERROR_KEY in rest and redact:
+            rest = redact.bytes(rest)
+        tail = held + rest
         _stream_usage(ev, self.data, tap)
         if cut or not (tap.saw_done or tap.saw_error):
             ev.outcome = "cut"

@@ -20,6 +20,7 @@ from proxy.control import ControlPlane
 from proxy.metering.meter import Meter, PoolFactory
 from proxy.metrics import Metrics
 from proxy.pricing import load_prices
+from proxy.redact import Redactor
 from proxy.router import Router
 from proxy.state import StateStore, build_state
 
@@ -46,6 +47,7 @@ class Runtime:
         self.started_at = time.time()
         self.prices = prices if prices is not None else load_prices(config)
         self.auth = Authenticator(config)
+        self.redact = Redactor.from_config(config)  # masks our secrets in upstream errors
         # A reload (previous is set) takes over unchanged backends as they are: warm
         # connection pools, the same concurrency limit, one in-flight count across both.
         self.backends: dict[str, Backend] = {}
