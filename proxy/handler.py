@@ -61,6 +61,7 @@ _REQUIRED_FIELD = {"chat": "messages", "completions": "prompt", "embeddings": "i
 _JSON = (b"content-type", b"application/json")
 _BACKEND = b"x-hybridgate-backend"
 _ATTEMPTS = b"x-hybridgate-attempts"  # 2 or more: the request failed over
+_REQUEST_ID = b"x-request-id"
 _SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -143,16 +144,20 @@ class Handler:
             ev.outcome = err.outcome
             ev.status = err.status
             if not req.response_started:
+                headers = [_JSON, *err.headers]
+                if not isinstance(err, _UpstreamError):  # its headers have one already
+                    headers.append((_REQUEST_ID, ev.request_id.encode()))
                 with contextlib.suppress(Exception):
-                    await exchange.respond(err.status, [_JSON, *err.headers], err.body())
+                    await exchange.respond(err.status, headers, err.body())
         except Exception:
             log.exception("internal error serving %s", ev.request_id)
             ev.outcome = "error"
             ev.status = 500
             if not req.response_started:
                 err = ProxyError(500, "Internal proxy error.", type_="server_error")
+                headers = [_JSON, (_REQUEST_ID, ev.request_id.encode())]
                 with contextlib.suppress(Exception):
-                    await exchange.respond(500, [_JSON], err.body())
+                    await exchange.respond(500, headers, err.body())
         finally:
             rt.requests_inflight -= 1
             ev.duration_s = time.perf_counter() - req.t0
@@ -389,12 +394,20 @@ class _Request:
 
     def _headers(self, upstream: Headers, backend: str) -> Headers:
         """Ours (who answered, after how many attempts) and the upstream's passed through;
-        the content type is the caller's."""
-        return [
-            (_BACKEND, backend.encode()),
-            (_ATTEMPTS, str(len(self.ev.attempts)).encode()),
-            *(h for h in upstream if h[0] != b"content-type"),
-        ]
+        the content type is the caller's. `x-request-id` is the upstream's, else ours."""
+        out = [(_BACKEND, backend.encode()), (_ATTEMPTS, str(len(self.ev.attempts)).encode())]
+        rid = None
+        for h in upstream:
+            if h[0] == b"content-type":
+                continue
+            if h[0] == _REQUEST_ID:
+                rid = h[1]
+            out.append(h)
+        if rid is None:  # the id the request log has: the SDK's `_request_id`
+            out.append((_REQUEST_ID, self.ev.request_id.encode()))
+        else:  # the upstream's, and ours beside it in the request log
+            self.ev.upstream_request_id = rid.decode("latin-1")
+        return out
 
     def _upstream_error(
         self, upstream: UpstreamResponse, raw: bytes, target: PlannedTarget, last: bool

@@ -185,21 +185,14 @@ _SCHEMAS: dict[str, Any] = {
         },
         ("object", "data", "model"),
     ),
+    "Model": _obj(
+        {"id": _STR, "object": {"const": "model"}, "created": _INT, "owned_by": _STR},
+        ("id", "object"),
+    ),
     "ModelList": _obj(
         {
             "object": {"const": "list"},
-            "data": {
-                "type": "array",
-                "items": _obj(
-                    {
-                        "id": _STR,
-                        "object": {"const": "model"},
-                        "created": _INT,
-                        "owned_by": _STR,
-                    },
-                    ("id", "object"),
-                ),
-            },
+            "data": {"type": "array", "items": _ref("Model")},
         },
         ("object", "data"),
     ),
@@ -365,6 +358,11 @@ _OPS: dict[tuple[str, str], dict[str, Any]] = {
         "ok": {"application/json": {"schema": _ref("ModelList")}},
         "errors": ("401",),
     },
+    ("/v1/models/{model_id}", "get"): {
+        "security": [{"apiKey": []}],
+        "ok": {"application/json": {"schema": _ref("Model")}},
+        "errors": ("401", "404"),
+    },
     ("/health/live", "get"): {
         "ok": {"application/json": {"schema": _obj({"status": {"const": "ok"}}, ("status",))}},
     },
@@ -397,6 +395,7 @@ _OPS_ERRORS = {
     "400": "Invalid parameter or refused config.",
     "401": "Missing or wrong key for this route.",
     "403": "Not configured (no admin key) or not from an allowed network.",
+    "404": "Not a model alias of this proxy (OpenAI's `model_not_found`).",
 }
 
 
