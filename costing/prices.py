@@ -6,7 +6,8 @@ Why not call litellm: its cost functions take ~70 µs and importing it costs sec
 
 The only I/O in `costing/` is reading litellm's JSON file, located with
 `importlib.util.find_spec` so litellm itself is never imported and never reaches for
-the network. Without litellm installed the table is empty and only config prices apply.
+the network. litellm is a core dependency (pyproject.toml), so the table is there on a plain
+install; should it be missing all the same, the table is empty and only config prices apply.
 """
 
 from __future__ import annotations
