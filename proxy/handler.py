@@ -221,6 +221,8 @@ class _Request:
         ev.alias = alias_name
         # Budgets and rate limits (local state, O(1)): 429, or self-hosted targets only.
         only = "self_hosted" if rt.state.admit(ev.tenant, ev.key_name, alias_name) else None
+        if only is None and ev.tenant in rt.budgeted_tenants:
+            only = "priced"  # never an API model whose spend the budget cannot count
         self.stream = ev.stream = bool(data.get("stream")) and ev.endpoint != "embeddings"
         route = RouteRequest(
             alias=alias_name,

@@ -82,6 +82,9 @@ class Runtime:
             config, self.prices, self.control, self.inflight, self.meter.marginal_selfhosted_cost
         )
         self._tenants = set(config.tenants) | {k.tenant for k in config.auth.keys} | {"default"}
+        self.budgeted_tenants = frozenset(
+            name for name, t in config.tenants.items() if t.monthly_api_budget_usd is not None
+        )
         self._engine = {name: b.engine_kind for name, b in config.backends.items()}
         for name in config.backends:
             metrics.inflight.labels(name).set_function(lambda n=name: self.inflight[n])
