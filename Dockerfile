@@ -16,11 +16,9 @@ COPY proxy ./proxy
 COPY costing ./costing
 COPY simulator ./simulator
 
-# litellm backs `type: litellm` backends (Anthropic, Gemini, Bedrock...) and ships the
-# tokenizer files used when an upstream reports no usage; build with
-# --build-arg HYBRIDGATE_EXTRAS= for a smaller image without it.
-ARG HYBRIDGATE_EXTRAS=litellm
-RUN pip install ".[${HYBRIDGATE_EXTRAS}]" \
+# litellm is a core dependency: its bundled price table prices API models, and it backs
+# `type: litellm` backends (Anthropic, Gemini, Bedrock...), imported only for those.
+RUN pip install . \
  && groupadd --system --gid 10001 hybridgate \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin hybridgate
 

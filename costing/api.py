@@ -6,6 +6,7 @@ reads and multiplications: no allocation, no lookups, no library calls.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from costing.prices import ModelPrice
@@ -105,3 +106,25 @@ class ApiCost:
         return requests_per_month * self.request_cost(
             prompt_tokens, completion_tokens, cached_tokens
         )
+
+
+def blended_price(parts: Iterable[tuple[ModelPrice, float, float, float]]) -> ModelPrice:
+    """One price for traffic served at several: each tier's rate weighted by the tokens of
+    that tier, so that `api_cost(blend, Σprompt, Σcompletion, Σcached)` equals the sum of
+    each part's `api_cost`. Parts are (price, prompt, completion, cached) token totals; a
+    tier nobody used takes the plain average of the parts' rates."""
+    rows = [(p, max(0.0, pr - min(ca, pr)), co, min(ca, pr)) for p, pr, co, ca in parts]
+    if not rows:
+        raise ValueError("blended_price needs at least one price")
+
+    def weighted(rate: Callable[[ModelPrice], float], weight: int) -> float:
+        total = sum(r[weight] for r in rows)
+        if total <= 0:
+            return sum(rate(r[0]) for r in rows) / len(rows)
+        return sum(rate(r[0]) * r[weight] for r in rows) / total
+
+    return ModelPrice(
+        input=weighted(lambda p: p.input, 1),
+        output=weighted(lambda p: p.output, 2),
+        cached_input=weighted(lambda p: p.input if p.cached_input is None else p.cached_input, 3),
+    )

@@ -6,11 +6,13 @@ Why not call litellm: its cost functions take ~70 µs and importing it costs sec
 
 The only I/O in `costing/` is reading litellm's JSON file, located with
 `importlib.util.find_spec` so litellm itself is never imported and never reaches for
-the network. Without litellm installed the table is empty and only config prices apply.
+the network. litellm is a core dependency (pyproject.toml), so the table is there on a plain
+install; should it be missing all the same, the table is empty and only config prices apply.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 import json
@@ -32,6 +34,14 @@ OVERRIDE_KEYS: Final[tuple[str, ...]] = (
     "batch_input",
     "batch_output",
 )
+
+# litellm's `mode` -> the kind of traffic a model serves, as the proxy's endpoints name it.
+MODE_KINDS: Final[dict[str, str]] = {
+    "chat": "chat",
+    "completion": "chat",
+    "responses": "chat",
+    "embedding": "embeddings",
+}
 
 # litellm's JSON field -> ModelPrice field (both USD per token).
 _LITELLM_FIELDS: Final[dict[str, str]] = {
@@ -106,6 +116,7 @@ class _Bundled:
     context_windows: dict[str, int]
     unpriced: frozenset[str]
     source: str
+    kinds: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def litellm_price_file() -> Path | None:
@@ -144,9 +155,13 @@ def _bundled(path: Path | None) -> _Bundled:
     prices: dict[str, ModelPrice] = {}
     windows: dict[str, int] = {}
     unpriced: set[str] = set()
+    kinds: dict[str, str] = {}
     for name, entry in raw.items():
         if name == "sample_spec" or not isinstance(entry, dict):
             continue
+        mode = entry.get("mode")
+        if isinstance(mode, str):
+            kinds[name] = MODE_KINDS.get(mode, mode)
         window = entry.get("max_input_tokens")
         if isinstance(window, int) and not isinstance(window, bool) and window > 0:
             windows[name] = window
@@ -155,7 +170,7 @@ def _bundled(path: Path | None) -> _Bundled:
             unpriced.add(name)
         else:
             prices[name] = price
-    return _Bundled(prices, windows, frozenset(unpriced), str(path))
+    return _Bundled(prices, windows, frozenset(unpriced), str(path), kinds)
 
 
 def _strip_provider(model: str) -> str | None:
@@ -171,7 +186,7 @@ class PriceTable:
     litellm keys its table (`gpt-4o-mini`, `anthropic/...` or bare `claude-...`).
     """
 
-    __slots__ = ("_context_windows", "_prices", "_unpriced", "overridden", "source")
+    __slots__ = ("_context_windows", "_kinds", "_prices", "_unpriced", "overridden", "source")
 
     def __init__(
         self,
@@ -181,7 +196,9 @@ class PriceTable:
         unpriced: frozenset[str] = frozenset(),
         overridden: frozenset[str] = frozenset(),
         source: str = "explicit",
+        kinds: Mapping[str, str] | None = None,
     ) -> None:
+        self._kinds: dict[str, str] = dict(kinds or {})
         self._prices: dict[str, ModelPrice] = dict(prices)
         self._context_windows: dict[str, int] = dict(context_windows or {})
         self._unpriced = unpriced
@@ -212,6 +229,7 @@ class PriceTable:
             unpriced=bundled.unpriced,
             overridden=frozenset(overrides or ()),
             source=bundled.source,
+            kinds=bundled.kinds,
         )
 
     def get(self, model: str) -> ModelPrice:
@@ -236,6 +254,16 @@ class PriceTable:
             if bare is not None:
                 window = self._context_windows.get(bare)
         return window
+
+    def kind(self, model: str) -> str | None:
+        """What a model serves per litellm's table: `chat` (chat and text completions),
+        `embeddings`, another litellm mode, or None when the table does not say."""
+        kind = self._kinds.get(model)
+        if kind is None:
+            bare = _strip_provider(model)
+            if bare is not None:
+                kind = self._kinds.get(bare)
+        return kind
 
     def __contains__(self, model: object) -> bool:
         return isinstance(model, str) and self.find(model) is not None

@@ -166,11 +166,18 @@ def _openai_error(status: int, message: str, code: str | None = None) -> JSONRes
     )
 
 
+def _model_object(rt: Runtime, alias: str) -> dict[str, Any]:
+    return {"id": alias, "object": "model", "created": int(rt.started_at), "owned_by": "hybridgate"}
+
+
 def build_ops_app(gate: HybridGateApp) -> FastAPI:
     app = FastAPI(
         title="hybridgate",
         version="0.1.0",
         description="OpenAI-compatible proxy with live cost and breakeven.",
+        # No 307 to the same path without its trailing slash: its Location would be built
+        # from the client's Host header. Such a path is a 404 like any other.
+        redirect_slashes=False,
     )
 
     @app.exception_handler(StarletteHTTPException)
@@ -195,26 +202,44 @@ def build_ops_app(gate: HybridGateApp) -> FastAPI:
         """The configured model aliases, in OpenAI's list shape."""
         rt = gate.runtime
         rt.auth.client(dict(request.scope["headers"]))
-        created = int(rt.started_at)
-        return {
-            "object": "list",
-            "data": [
-                {"id": alias, "object": "model", "created": created, "owned_by": "hybridgate"}
-                for alias in rt.config.models
-            ],
-        }
+        return {"object": "list", "data": [_model_object(rt, a) for a in rt.config.models]}
+
+    @app.get("/v1/models/{model_id:path}")
+    @app.get("/models/{model_id:path}", include_in_schema=False)
+    async def retrieve_model(model_id: str, request: Request) -> dict[str, Any]:
+        """One alias, as in GET /v1/models (OpenAI's `models.retrieve`); 404 otherwise."""
+        rt = gate.runtime
+        rt.auth.client(dict(request.scope["headers"]))
+        if model_id not in rt.config.models:
+            raise ProxyError(
+                404,
+                f"The model '{model_id[:200]}' does not exist",
+                type_="invalid_request_error",
+                param="model",
+                code="model_not_found",
+            )
+        return _model_object(rt, model_id)
 
     @app.get("/health/live")
     async def live() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/health/ready")
-    async def ready() -> JSONResponse:
-        report = gate.runtime.readiness()
-        report["status"] = "ready" if report["ready"] else "not_ready"
+    async def ready(request: Request) -> JSONResponse:
+        """Status for anyone (a load balancer's probe); the details (aliases, backends,
+        breakers, upstream models) only with the admin key or `health.public_details`."""
+        rt = gate.runtime
+        report = rt.readiness()
+        status = "ready" if report["ready"] else "not_ready"
         if report["ready"] and gate.state.degraded:
-            report["status"] = "degraded"  # serving on local state; see report["state"]
-        return JSONResponse(report, status_code=200 if report["ready"] else 503)
+            status = "degraded"  # serving on local state; see report["state"]
+        code = 200 if report["ready"] else 503
+        if not (
+            rt.config.health.public_details or rt.auth.is_admin(dict(request.scope["headers"]))
+        ):
+            return JSONResponse({"status": status, "ready": report["ready"]}, status_code=code)
+        report["status"] = status
+        return JSONResponse(report, status_code=code)
 
     register_reload_routes(app, gate)
     register_live_routes(app, gate)

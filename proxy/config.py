@@ -308,6 +308,12 @@ class HealthChecks(_Strict):
     success_threshold: Annotated[int, Field(ge=1)] = 1
 
 
+class HealthEndpoint(_Strict):
+    # /health/ready's details (aliases, backends, breakers, upstream models) for callers
+    # without the admin key; by default they get the status only.
+    public_details: bool = False
+
+
 class EngineMetrics(_Strict):
     enabled: bool = True
     interval_s: Annotated[float, Field(gt=0)] = 5.0
@@ -353,6 +359,7 @@ class Config(_Strict):
     limits: Limits = Limits()
     breaker: Breaker = Breaker()
     health_checks: HealthChecks = HealthChecks()
+    health: HealthEndpoint = HealthEndpoint()
     engine_metrics: EngineMetrics = EngineMetrics()
     costing: Costing = Costing()
     metrics: MetricsAccess = MetricsAccess()

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import orjson
+
+from proxy.failover import is_context_length_error
+
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
 
 # OpenAI's `type` per status, as its API and SDK use them.
 _TYPE_BY_STATUS = {
@@ -70,14 +76,26 @@ class ProxyError(Exception):
         return error_body(self.message, self.type, self.param, self.code, self.status)
 
 
-def normalize_upstream_error(status: int, body: bytes, backend: str) -> tuple[bytes, str | None]:
+def normalize_upstream_error(
+    status: int,
+    body: bytes,
+    backend: str,
+    redact: Callable[[bytes], bytes] | None = None,
+    context_param: str = "messages",
+) -> tuple[bytes, str | None]:
     """Upstream error body → (OpenAI-shaped body, its `code` as a string if any).
 
-    vLLM answers in two shapes: the nested OpenAI one (with an integer `code`) and the
-    old flat `{"object": "error", "message", "type", "param", "code"}`. Both, and any
-    non-JSON body, become the nested shape. The message is kept: it is the upstream's
-    explanation (e.g. the context length), and never contains our credentials.
+    vLLM answers in two shapes: the nested OpenAI one (with an integer `code`, often the
+    HTTP status) and the old flat `{"object": "error", "message", "type", "param", "code"}`.
+    Both, and any non-JSON body, become the nested shape. The message is kept: it is the
+    upstream's explanation (e.g. the context length). An upstream may quote the key it was
+    sent, so `redact` masks every configured secret, in the raw body (before a non-JSON
+    text is cut short) and in the result (after JSON escapes are undone). A context-length
+    400 says so the way OpenAI does (`code: context_length_exceeded`, `param` the prompt's
+    field), whatever the engine called it: SDKs and agents test that code.
     """
+    if redact is not None:
+        body = redact(body)
     message: str | None = None
     type_: str | None = None
     param = None
@@ -106,7 +124,11 @@ def normalize_upstream_error(status: int, body: bytes, backend: str) -> tuple[by
         code_out = str(code)
     if type_ is None or type_ in ("BadRequestError", "NotFoundError", "Bad Request"):
         type_ = error_type_for(status)
+    if (code_out is None or isinstance(code_out, int)) and is_context_length_error(status, body):
+        code_out, type_, param = CONTEXT_LENGTH_EXCEEDED, "invalid_request_error", context_param
     out = orjson.dumps(
         {"error": {"message": message, "type": type_, "param": param, "code": code_out}}
     )
+    if redact is not None:
+        out = redact(out)
     return out, code_out if isinstance(code_out, str) else None

@@ -62,12 +62,14 @@ _REQUIRED_FIELD = {"chat": "messages", "completions": "prompt", "embeddings": "i
 _JSON = (b"content-type", b"application/json")
 _BACKEND = b"x-hybridgate-backend"
 _ATTEMPTS = b"x-hybridgate-attempts"  # 2 or more: the request failed over
+_REQUEST_ID = b"x-request-id"
 _SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
 _NO_DEADLINE = contextlib.nullcontext()
+_ERROR_KEY = b'"error"'  # in a streamed event: the upstream's error, to redact
 _ids = itertools.count(1)
 _ID_PREFIX = f"hg-{os.getpid():x}-"
 
@@ -144,16 +146,20 @@ class Handler:
             ev.outcome = err.outcome
             ev.status = err.status
             if not req.response_started:
+                headers = [_JSON, *err.headers]
+                if not isinstance(err, _UpstreamError):  # its headers have one already
+                    headers.append((_REQUEST_ID, ev.request_id.encode()))
                 with contextlib.suppress(Exception):
-                    await exchange.respond(err.status, [_JSON, *err.headers], err.body())
+                    await exchange.respond(err.status, headers, err.body())
         except Exception:
             log.exception("internal error serving %s", ev.request_id)
             ev.outcome = "error"
             ev.status = 500
             if not req.response_started:
                 err = ProxyError(500, "Internal proxy error.", type_="server_error")
+                headers = [_JSON, (_REQUEST_ID, ev.request_id.encode())]
                 with contextlib.suppress(Exception):
-                    await exchange.respond(500, [_JSON], err.body())
+                    await exchange.respond(500, headers, err.body())
         finally:
             if req.lease:
                 rt.caps.release(req.lease)
@@ -226,6 +232,8 @@ class _Request:
             self.lease = principal.caps  # released by Handler.serve, whatever happens
         # Budgets and rate limits (local state, O(1)): 429, or self-hosted targets only.
         only = "self_hosted" if rt.state.admit(ev.tenant, ev.key_name, alias_name) else None
+        if only is None and ev.tenant in rt.budgeted_tenants:
+            only = "priced"  # never an API model whose spend the budget cannot count
         self.stream = ev.stream = bool(data.get("stream")) and ev.endpoint != "embeddings"
         route = RouteRequest(
             alias=alias_name,
@@ -427,19 +435,34 @@ class _Request:
 
     def _headers(self, upstream: Headers, backend: str) -> Headers:
         """Ours (who answered, after how many attempts) and the upstream's passed through;
-        the content type is the caller's."""
-        return [
-            (_BACKEND, backend.encode()),
-            (_ATTEMPTS, str(len(self.ev.attempts)).encode()),
-            *(h for h in upstream if h[0] != b"content-type"),
-        ]
+        the content type is the caller's. `x-request-id` is the upstream's, else ours."""
+        out = [(_BACKEND, backend.encode()), (_ATTEMPTS, str(len(self.ev.attempts)).encode())]
+        rid = None
+        for h in upstream:
+            if h[0] == b"content-type":
+                continue
+            if h[0] == _REQUEST_ID:
+                rid = h[1]
+            out.append(h)
+        if rid is None:  # the id the request log has: the SDK's `_request_id`
+            out.append((_REQUEST_ID, self.ev.request_id.encode()))
+        else:  # the upstream's, and ours beside it in the request log
+            self.ev.upstream_request_id = rid.decode("latin-1")
+        return out
 
     def _upstream_error(
         self, upstream: UpstreamResponse, raw: bytes, target: PlannedTarget, last: bool
     ) -> None:
         """Decide about an upstream 4xx/5xx: fail over (raise) or pass it back (return)."""
         status = upstream.status
-        err_body, code = normalize_upstream_error(status, raw, target.backend)
+        redact = self.rt.redact
+        err_body, code = normalize_upstream_error(
+            status,
+            raw,
+            target.backend,
+            redact.bytes if redact else None,
+            _REQUIRED_FIELD[self.ev.endpoint],
+        )
         if status in (401, 403):
             # Our credentials for the upstream were refused: the client can do nothing
             # about it, and the upstream's text may quote part of the key. Self-hosted
@@ -502,6 +525,9 @@ class _Request:
         )
         # A stream already whole in hand (a fast upstream) goes out in one write with its
         # end; otherwise the first event goes now, as soon as it is there.
+        redact = self.rt.redact
+        if redact and _ERROR_KEY in first:
+            first = redact.bytes(first)
         held = first
         if not upstream.complete:
             await exchange.send_chunk(first)
@@ -514,6 +540,8 @@ class _Request:
                 async for data in self._chunks:
                     out = tap.feed(data)
                     if out:
+                        if _ERROR_KEY in out and redact:  # an error event may quote our key
+                            out = redact.bytes(out)
                         await exchange.send_chunk(out)
         except asyncio.CancelledError:
             upstream.close()
@@ -523,7 +551,10 @@ class _Request:
             expired = isinstance(deadline, _Deadline) and deadline.fired
             cut = True
             upstream.close()
-        tail = held + tap.flush()
+        rest = tap.flush()
+        if rest and _ERROR_KEY in rest and redact:
+            rest = redact.bytes(rest)
+        tail = held + rest
         _stream_usage(ev, self.data, tap)
         if expired:  # ours, not the backend's failure: its breaker is not told
             ev.outcome = "cut"

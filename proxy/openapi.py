@@ -185,21 +185,14 @@ _SCHEMAS: dict[str, Any] = {
         },
         ("object", "data", "model"),
     ),
+    "Model": _obj(
+        {"id": _STR, "object": {"const": "model"}, "created": _INT, "owned_by": _STR},
+        ("id", "object"),
+    ),
     "ModelList": _obj(
         {
             "object": {"const": "list"},
-            "data": {
-                "type": "array",
-                "items": _obj(
-                    {
-                        "id": _STR,
-                        "object": {"const": "model"},
-                        "created": _INT,
-                        "owned_by": _STR,
-                    },
-                    ("id", "object"),
-                ),
-            },
+            "data": {"type": "array", "items": _ref("Model")},
         },
         ("object", "data"),
     ),
@@ -292,6 +285,10 @@ _PROXY_ERRORS = {
         "has the wrong type (`param` names it); also an upstream's 400."
     ),
     "401": _error("Missing or unknown API key."),
+    "403": _error(
+        "The tenant has an API budget and the alias's API models have no known price "
+        "(`unpriced_model`: the message names the `prices:` entry to add)."
+    ),
     "404": _error("Unknown model alias."),
     "413": _error("Body over `limits.max_body_bytes`."),
     "429": _error(
@@ -311,6 +308,11 @@ _ROUTE_HEADERS = {
     "x-hybridgate-backend": {"description": "The backend that answered.", "schema": _STR},
     "x-hybridgate-attempts": {
         "description": "Attempts made; 2 or more means the request failed over.",
+        "schema": _STR,
+    },
+    "x-request-id": {
+        "description": "The upstream's request id, else the proxy's (`hg-...`); the request "
+        "log records both.",
         "schema": _STR,
     },
 }
@@ -365,6 +367,11 @@ _OPS: dict[tuple[str, str], dict[str, Any]] = {
         "ok": {"application/json": {"schema": _ref("ModelList")}},
         "errors": ("401",),
     },
+    ("/v1/models/{model_id}", "get"): {
+        "security": [{"apiKey": []}],
+        "ok": {"application/json": {"schema": _ref("Model")}},
+        "errors": ("401", "404"),
+    },
     ("/health/live", "get"): {
         "ok": {"application/json": {"schema": _obj({"status": {"const": "ok"}}, ("status",))}},
     },
@@ -397,10 +404,11 @@ _OPS_ERRORS = {
     "400": "Invalid parameter or refused config.",
     "401": "Missing or wrong key for this route.",
     "403": "Not configured (no admin key) or not from an allowed network.",
+    "404": "Not a model alias of this proxy (OpenAI's `model_not_found`).",
 }
 
 
-def _patch_ops(paths: dict[str, Any]) -> None:
+def _patch_ops(paths: dict[str, Any], aliases: list[str]) -> None:
     for (path, method), spec in _OPS.items():
         op = paths.get(path, {}).get(method)
         if op is None:
@@ -414,6 +422,10 @@ def _patch_ops(paths: dict[str, Any]) -> None:
         if "security" in spec:
             op["security"] = spec["security"]
         for param in op.get("parameters", []):
+            if param["name"] == "model_id":
+                param["description"] = "A model alias of this proxy; others get 404."
+                if aliases:
+                    param["schema"] = {"type": "string", "enum": aliases}
             if path == "/costs/report" and param["name"] == "window":
                 param["schema"] = {"enum": list(WINDOWS), "default": "1h"}
                 responses["400"] = _error("Unknown window.")
@@ -444,7 +456,7 @@ def build_schema(app: FastAPI, aliases: list[str]) -> dict[str, Any]:
         },
     }
     paths = doc.setdefault("paths", {})
-    _patch_ops(paths)
+    _patch_ops(paths, aliases)
     for path, (summary, request, response, streams) in _OPENAI_PATHS.items():
         paths[path] = {"post": _openai_operation(summary, request, response, streams)}
     return doc

@@ -86,13 +86,20 @@ def price_problems(config: Config, prices: PriceTable) -> list[str]:
     hybridgate_unpriced_requests_total instead of being costed as a silent $0.
     """
     problems = []
+    budgeted = sorted(n for n, t in config.tenants.items() if t.monthly_api_budget_usd is not None)
+    refused = (
+        f" (tenants with an API budget, {', '.join(budgeted)}, are refused this target "
+        "until it has one: their spend on it could not be counted)"
+        if budgeted
+        else ""
+    )
     for alias, spec in config.models.items():
         for i, t in enumerate(spec.targets):
             backend = config.backends.get(t.backend)
             if backend is not None and backend.pool is None and prices.find(t.model) is None:
                 problems.append(
                     f"models.{alias}.targets[{i}].model: no price for '{t.model}'; "
-                    f"add prices.{t.model}: {{input: <USD/1M>, output: <USD/1M>}}"
+                    f"add prices.{t.model}: {{input: <USD/1M>, output: <USD/1M>}}{refused}"
                 )
         if spec.compare_to is not None and prices.find(spec.compare_to.model) is None:
             problems.append(

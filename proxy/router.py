@@ -53,7 +53,9 @@ class RouteRequest:
     headers: dict[bytes, bytes]
     body: dict[str, Any]
     est_prompt_tokens: int
-    only: str | None = None  # set by budget policy: "self_hosted" for a tenant over budget
+    # Set by budget policy: "self_hosted" for a tenant over budget; "priced" for a tenant
+    # with an API budget (an API target without a price would serve it uncounted).
+    only: str | None = None
 
 
 class Plan:
@@ -128,6 +130,13 @@ class Router:
         self._targets: dict[str, list[PlannedTarget]] = {}
         for alias, spec in config.models.items():
             self._targets[alias] = [self._planned(t) for t in spec.targets]
+        # Aliases a budgeted tenant may use as they are: every API target has a price (or
+        # no table was given, as in tests of routing alone).
+        self._all_priced = frozenset(
+            alias
+            for alias, ts in self._targets.items()
+            if prices is None or all(t.self_hosted or t.in_rate is not None for t in ts)
+        )
         # Below the smallest window anywhere, no request needs the context check.
         self._window_floor = min(
             (t.context_window for ts in self._targets.values() for t in ts if t.context_window),
@@ -185,8 +194,8 @@ class Router:
                 alias = rule.route_to
         spec = self.config.models[alias]
         targets = self._targets[alias]
-        if req.only is not None:
-            targets = self._only(targets, req.only, alias, rule)
+        if req.only is not None and not (req.only == "priced" and alias in self._all_priced):
+            targets = self._only(targets, req.only, alias, rule, req.tenant)
         if rule is not None and rule.only is not None:
             targets = self._only(targets, rule.only, alias, rule)
         control = self.control
@@ -210,8 +219,15 @@ class Router:
         return Plan(self, alias, spec, targets, rule)
 
     def _only(
-        self, targets: list[PlannedTarget], only: str, alias: str, rule: CompiledRule | None
+        self,
+        targets: list[PlannedTarget],
+        only: str,
+        alias: str,
+        rule: CompiledRule | None,
+        tenant: str = "",
     ) -> list[PlannedTarget]:
+        if only == "priced":
+            return self._priced(targets, alias, tenant)
         keep = only == "self_hosted"
         out = [t for t in targets if t.self_hosted == keep]
         if not out:
@@ -220,6 +236,24 @@ class Router:
             raise NoRoute(
                 f"Model '{alias}': this request may only be served by {kind} backends "
                 f"({why}), and the model has no {kind} target."
+            )
+        return out
+
+    def _priced(self, targets: list[PlannedTarget], alias: str, tenant: str) -> list[PlannedTarget]:
+        """A budgeted tenant's targets: never an API model whose spend cannot be counted."""
+        out = [t for t in targets if t.self_hosted or t.in_rate is not None]
+        if not out:
+            unpriced = sorted({t.model for t in targets})
+            entries = ", ".join(f"prices.{m}" for m in unpriced)
+            raise ProxyError(
+                403,
+                f"Model '{alias}': tenant '{tenant}' has an API budget, and the API model(s) "
+                f"{', '.join(repr(m) for m in unpriced)} have no known price, so their spend "
+                f"could not be counted against it. The operator must add {entries}: "
+                "{input: <USD per 1M tokens>, output: <USD per 1M tokens>} to the config.",
+                type_="permission_error",
+                code="unpriced_model",
+                outcome="rejected",
             )
         return out
 
@@ -249,6 +283,8 @@ class Router:
         control = self.control
         names = list(dict.fromkeys(t.backend for t in targets))
         reasons = "; ".join(control.why_unavailable(b) for b in names)
+        if policy_only == "priced":
+            policy_only = None  # not a kind of backend: the budget's price rule
         only = rule.only if rule is not None and rule.only is not None else policy_only
         if only is not None:
             kind = "self-hosted" if only == "self_hosted" else "API"

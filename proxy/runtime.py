@@ -20,6 +20,7 @@ from proxy.control import ControlPlane
 from proxy.metering.meter import Meter, PoolFactory
 from proxy.metrics import Metrics
 from proxy.pricing import load_prices
+from proxy.redact import Redactor
 from proxy.router import Router
 from proxy.state import StateStore, build_state
 
@@ -46,6 +47,7 @@ class Runtime:
         self.started_at = time.time()
         self.prices = prices if prices is not None else load_prices(config)
         self.auth = Authenticator(config)
+        self.redact = Redactor.from_config(config)  # masks our secrets in upstream errors
         # A reload (previous is set) takes over unchanged backends as they are: warm
         # connection pools, the same concurrency limit, one in-flight count across both.
         self.backends: dict[str, Backend] = {}
@@ -90,6 +92,9 @@ class Runtime:
             config, self.prices, self.control, self.inflight, self.meter.marginal_selfhosted_cost
         )
         self._tenants = set(config.tenants) | {k.tenant for k in config.auth.keys} | {"default"}
+        self.budgeted_tenants = frozenset(
+            name for name, t in config.tenants.items() if t.monthly_api_budget_usd is not None
+        )
         self._engine = {name: b.engine_kind for name, b in config.backends.items()}
         for name in config.backends:
             metrics.inflight.labels(name).set_function(lambda n=name: self.inflight[n])

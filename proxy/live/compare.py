@@ -3,8 +3,11 @@ scenario per month, the breakeven and a recommendation in plain words.
 
 Scope: per GPU pool, the traffic of the aliases whose first self-hosted target is on
 that pool and that have an API price to compare with (`compare_to`, else their first
-API target). Aliases with no self-hosted target (a `frontier` alias on an API) cost the
-same under every scenario and are left out; the report's spend figures include them.
+API target), of their own kind (an embeddings alias is compared with an embeddings model,
+else the report says it has no comparison). Each alias's traffic is priced at its own
+model's rates (`costing.api.blended_price`). Aliases with no self-hosted target (a
+`frontier` alias on an API) cost the same under every scenario and are left out; the
+report's spend figures include them.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
+from costing.api import blended_price
 from costing.breakeven import breakeven
 from costing.gpu import EngineeringCost, GpuPoolCost
 from costing.live import (
@@ -75,13 +79,40 @@ class Context:
 class _Group:
     pool: str
     aliases: list[str] = field(default_factory=list)
-    api_model: str | None = None
+    api_models: dict[str, str] = field(default_factory=dict)  # alias -> its own API model
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def api_model(self) -> str | None:
+        """The model compared with, for display: one name, or each alias's."""
+        models = set(self.api_models.values())
+        if len(models) <= 1:
+            return next(iter(models), None)
+        return ", ".join(f"{a}: {m}" for a, m in self.api_models.items())
 
-def comparison_groups(config: Config, prices: PriceTable) -> list[_Group]:
+
+_ENDPOINT_KIND = {"chat": "chat", "completions": "chat", "embeddings": "embeddings"}
+
+
+def _alias_kind(
+    config: Config, prices: PriceTable, alias: str, endpoints: Mapping[str, str]
+) -> str | None:
+    """What an alias serves: the endpoint its traffic came in on, else what litellm's
+    table says of its targets' models; None when nothing says."""
+    seen = endpoints.get(alias)
+    if seen is not None:
+        return _ENDPOINT_KIND.get(seen)
+    kinds = {prices.kind(t.model) for t in config.models[alias].targets} - {None}
+    return kinds.pop() if len(kinds) == 1 else None
+
+
+def comparison_groups(
+    config: Config, prices: PriceTable, endpoints: Mapping[str, str] | None = None
+) -> list[_Group]:
     """Per pool, the aliases whose first self-hosted target is on it and that have an API
-    price to compare with; notes say which aliases were left out and why."""
+    model of their own kind with a known price to compare with (`compare_to`, else their
+    first API target); each alias's traffic is priced at its own model. Notes say which
+    aliases were left out and why."""
     groups = {name: _Group(name) for name in config.gpu_pools}
     for alias, spec in config.models.items():
         pools = [config.backends[t.backend].pool for t in spec.targets]
@@ -101,13 +132,16 @@ def comparison_groups(config: Config, prices: PriceTable) -> list[_Group]:
                 "with a known price to compare with (set models.<alias>.compare_to)"
             )
             continue
-        if g.api_model is None:
-            g.api_model = model
-        elif model != g.api_model:
+        kind = _alias_kind(config, prices, alias, endpoints or {})
+        model_kind = prices.kind(model)
+        if kind is not None and model_kind is not None and kind != model_kind:
             g.notes.append(
-                f"alias {alias!r} compares with {model!r}; pool {pool!r}'s comparison prices "
-                f"all its traffic at {g.api_model!r} (the first alias's)"
+                f"alias {alias!r} has no comparison: it serves {kind}, but the API model it "
+                f"would be compared with, {model!r}, serves {model_kind} (set "
+                f"models.{alias}.compare_to to a {kind} model)"
             )
+            continue
+        g.api_models[alias] = model
         g.aliases.append(alias)
     return [g for g in groups.values() if g.aliases]
 
@@ -223,6 +257,7 @@ def comparison(
     hours = ctx.hours_per_month
     ws = view.seconds
     keys: list[EventKey] = [k for k in view.events if k[0] in group.aliases and k[1] is not None]
+    per_alias: dict[str, list[float]] = {a: [0.0, 0.0, 0.0] for a in group.aliases}
     t = dict.fromkeys(
         ("requests", "prompt_tokens", "completion_tokens", "cached_tokens", "api_requests",
          "api_usd", "selfhosted_requests", "selfhosted_usd", "selfhosted_gpu_seconds"),
@@ -234,6 +269,10 @@ def comparison(
         t["prompt_tokens"] += v[PROMPT]
         t["completion_tokens"] += v[COMPLETION]
         t["cached_tokens"] += v[CACHED]
+        mix = per_alias[k[0]]
+        mix[0] += v[PROMPT]
+        mix[1] += v[COMPLETION]
+        mix[2] += v[CACHED]
         if view.event_pool.get(k) is None:
             t["api_requests"] += v[REQUESTS]
             t["api_usd"] += v[COST]
@@ -251,6 +290,7 @@ def comparison(
         "pool": group.pool,
         "aliases": group.aliases,
         "api_model": group.api_model,
+        "api_models": dict(group.api_models),
         "traffic": t,
         "load_curve": curve,
         "load_curve_t0": float(int(frame.t0 // interval) * interval),
@@ -264,8 +304,8 @@ def comparison(
     pool_model, capacity = _capacity(view, ctx, group.pool, base)
     out["capacity"] = capacity
     eng = engineering_cost(ctx.config.engineering)
-    assert group.api_model is not None
-    api = ctx.prices.get(group.api_model)
+    # Each alias at its own model's rates: one price, weighted by each alias's tokens.
+    api = blended_price((ctx.prices.get(group.api_models[a]), *per_alias[a]) for a in group.aliases)
     profile = live_profile(
         t["requests"], t["prompt_tokens"], t["completion_tokens"], t["cached_tokens"],
         ws, curve, hours,

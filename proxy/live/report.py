@@ -97,7 +97,7 @@ def build_report(
         "gpu_idle_usd_per_month": proj(report["spend"]["gpu_idle_usd"]),
     }
     comparisons = []
-    for group in comparison_groups(ctx.config, ctx.prices):
+    for group in comparison_groups(ctx.config, ctx.prices, view.alias_endpoints):
         notes.extend(group.notes)
         comparisons.append(comparison(view, ctx, group, pools, chart))
     report["comparisons"] = comparisons

@@ -23,7 +23,7 @@ import math
 import time
 from array import array
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from proxy.metering.events import UsageEvent
@@ -128,6 +128,9 @@ class WindowView:
     pools: Mapping[str, tuple[float, ...]]
     minutes: Frame
     seconds_frame: Frame | None
+    # The endpoint each alias's traffic first came in on (chat | completions | embeddings):
+    # an embeddings alias is compared with an embeddings model only.
+    alias_endpoints: Mapping[str, str] = field(default_factory=dict)
 
 
 class Window:
@@ -148,6 +151,7 @@ class Window:
         self.second = _Ring(1, second_slots, now)
         self._events: dict[EventKey, _Series] = {}
         self._event_pool: dict[EventKey, str | None] = {}
+        self._alias_endpoint: dict[str, str] = {}
         self._pools: dict[str, _Series] = {}
         self._pool_last: dict[str, tuple[float, float, float]] = {}
         self._pool_inflight = pool_inflight
@@ -169,6 +173,7 @@ class Window:
         s = self._events.get(key)
         if s is None:
             s = self._new_event_series(key, ev.pool)
+            self._alias_endpoint.setdefault(ev.alias, ev.endpoint)  # once per series
         b = s.seconds
         i = self._base
         self.events_seen += 1
@@ -354,6 +359,7 @@ class Window:
             pools=pools,
             minutes=minutes,
             seconds_frame=fine,
+            alias_endpoints=dict(self._alias_endpoint),
         )
 
     def _frame(self, ring: _Ring, n: int) -> Frame:

@@ -21,7 +21,7 @@ class Attempt:
 
 @dataclass(slots=True)
 class UsageEvent:
-    request_id: str
+    request_id: str  # ours (hg-...): the client's x-request-id unless the upstream sent one
     started_at: float  # unix seconds
     endpoint: str  # chat | completions | embeddings
     tenant: str = "default"
@@ -46,6 +46,7 @@ class UsageEvent:
     counterfactual_usd: float | None = None
     self_hosted: bool = False
     unpriced: bool = False  # served by an API model with no known price: cost unknown, not $0
+    upstream_request_id: str | None = None  # the upstream's x-request-id, passed to the client
 
     @property
     def failovers(self) -> int:

@@ -10,8 +10,6 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from tests.support.routing import CHAT, ask, chat_count, hybrid_stack, wait_for
 from tests.support.sim import SimHandle
 
@@ -37,7 +35,7 @@ def test_breaker_opens_after_n_failures_and_keeps_traffic_off_during_cooldown(
         assert all(a.status == 200 and a.attempts == 2 for a in answers)
         assert proxy.metric("hybridgate_breaker_open", backend="local") == 1
         assert proxy.metric("hybridgate_backend_up", backend="local") == 0
-        state = httpx.get(f"{proxy.url}/health/ready").json()
+        state = proxy.ready().json()
         assert state["backends"]["local"] == "down"
         assert state["details"]["local"]["breaker"]["state"] == "open"
 

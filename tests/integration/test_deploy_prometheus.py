@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
 
@@ -208,7 +207,8 @@ def test_alerts_fire_when_provoked(stack_factory: Any, tmp_path: Path) -> None:
         },
     )
     s: Stack = stack_factory(rule_files=[RULES_DIR / "recording.yml", alerts])
-    assert httpx.get(f"{s.proxy.url}/health/ready").json()["backends"]["vllm"] == "up"
+    ready = s.proxy.ready(s.env["HYBRIDGATE_ADMIN_KEY"]).json()
+    assert ready["backends"]["vllm"] == "up"
 
     firing = wait_firing(
         s.prom,

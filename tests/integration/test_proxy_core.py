@@ -400,7 +400,7 @@ def test_models_health_and_metrics(proxy: ProxyHandle) -> None:
     assert models["object"] == "list"
     assert sorted(m["id"] for m in models["data"]) == ["broken", "chat", "frontier"]
     assert httpx.get(f"{proxy.url}/health/live").json() == {"status": "ok"}
-    ready = httpx.get(f"{proxy.url}/health/ready")
+    ready = proxy.ready()
     assert ready.status_code in (200, 503)
     assert set(ready.json()["backends"]) == {"local", "api", "dead"}
     text = proxy.metrics_text()

@@ -22,7 +22,7 @@ from tests.support.sim import SimHandle
 
 
 def ready(proxy: ProxyHandle) -> dict[str, Any]:
-    return httpx.get(f"{proxy.url}/health/ready", timeout=5).json()
+    return proxy.ready().json()
 
 
 async def burst(proxy: ProxyHandle, n: int, max_tokens: int) -> list[str]:

@@ -158,7 +158,7 @@ def total(proxies: list[ProxyHandle], name: str, **labels: str) -> float:
 
 
 def ready(p: ProxyHandle) -> dict[str, Any]:
-    return httpx.get(f"{p.url}/health/ready", timeout=5).json()
+    return p.ready().json()
 
 
 def wait_until(pred: Callable[[], bool], timeout: float = 15.0) -> bool:

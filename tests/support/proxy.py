@@ -50,6 +50,12 @@ class ProxyHandle:
         """Sum of a metric's samples whose labels include `labels` (0 if none)."""
         return metric_value(self.metrics_text(), name, **labels)
 
+    def ready(self, admin_key: str | None = None) -> httpx.Response:
+        """GET /health/ready with the admin key (its details need it)."""
+        key = admin_key or self.admin_key
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.get(f"{self.url}/health/ready", headers=headers, timeout=5)
+
     def chat(self, **body: Any) -> httpx.Response:
         return httpx.post(
             f"{self.base_url}/chat/completions", json=body, headers=self.headers(), timeout=30
