@@ -47,8 +47,11 @@ class SSESplitter:
         if end < 0:
             self._buf = buf
             return []
-        self._buf = buf[end + 2 :]
-        return [p for p in (_payload(e) for e in buf[:end].split(b"\n\n")) if p is not None]
+        self._buf = buf[end + 2 :] if end + 2 < len(buf) else b""
+        if buf.find(b"\n\n") == end:  # one event: the usual piece of a streamed answer
+            p = _payload(buf[:end])
+            return [] if p is None else [p]
+        return [p for p in map(_payload, buf[:end].split(b"\n\n")) if p is not None]
 
     def flush(self) -> list[bytes]:
         rest, self._buf = self._buf.replace(b"\r\n", b"\n").strip(), b""
@@ -60,10 +63,19 @@ class SSESplitter:
 
 def _payload(event: bytes) -> bytes | None:
     """The data of one event (its `data:` lines joined); `event:` and comments ignored."""
-    if event.startswith(b"data: ") and b"\n" not in event:
-        return event[6:]
-    lines = [ln[5:].lstrip(b" ") if ln.startswith(b"data:") else None for ln in event.split(b"\n")]
-    data = [ln for ln in lines if ln is not None]
+    if event.startswith(b"data: "):
+        if event.find(b"\n") < 0:
+            return event[6:]
+    elif event.startswith(b"event: "):  # Anthropic's `event: name` line, then one data line
+        i = event.find(b"\ndata: ")
+        if i >= 0 and event.find(b"\n", i + 1) < 0:
+            return event[i + 7 :]
+    # The general case, as SSE has it: every data line, less one space after the colon.
+    data = [
+        ln[6:] if ln[5:6] == b" " else ln[5:]
+        for ln in event.split(b"\n")
+        if ln.startswith(b"data:")
+    ]
     return b"\n".join(data) if data else None
 
 
