@@ -83,6 +83,64 @@ def _refuse(param: str, reason: str) -> TranslationError:
     return TranslationError(f"Unsupported parameter '{param}': {reason}.", param)
 
 
+_NUMBER = (int, float)
+# The JSON type each mapped field must have (None always allowed): a wrong one is the
+# client's 400 with the field's name, never an exception from inside the translation.
+_OPENAI_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "model": ((str,), "a string"),
+    "messages": ((list,), "an array"),
+    "max_tokens": ((int,), "an integer"),
+    "max_completion_tokens": ((int,), "an integer"),
+    "temperature": (_NUMBER, "a number"),
+    "top_p": (_NUMBER, "a number"),
+    "top_k": ((int,), "an integer"),
+    "stop": ((str, list), "a string or a list of strings"),
+    "stream": ((bool,), "a boolean"),
+    "tools": ((list,), "an array"),
+    "tool_choice": ((str, dict), "a string or an object"),
+    "parallel_tool_calls": ((bool,), "a boolean"),
+    "user": ((str,), "a string"),
+}
+_ANTHROPIC_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "model": ((str,), "a valid string"),
+    "messages": ((list,), "a valid list"),
+    "max_tokens": ((int,), "a valid integer"),
+    "system": ((str, list), "a valid string or list"),
+    "stop_sequences": ((list,), "a valid list of strings"),
+    "stream": ((bool,), "a valid boolean"),
+    "temperature": (_NUMBER, "a valid number"),
+    "top_p": (_NUMBER, "a valid number"),
+    "top_k": ((int,), "a valid integer"),
+    "tools": ((list,), "a valid list"),
+    "tool_choice": ((dict,), "a valid dictionary"),
+    "metadata": ((dict,), "a valid dictionary"),
+    "thinking": ((dict,), "a valid dictionary"),
+}
+
+
+def _check_types(body: dict[str, Any], types: dict[str, tuple[tuple[type, ...], str]]) -> None:
+    for key, (kinds, what) in types.items():
+        value = body.get(key)
+        if value is None:
+            continue
+        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+        if ok and key in ("stop", "stop_sequences") and isinstance(value, list):
+            ok = all(isinstance(v, str) for v in value)
+        if not ok:
+            raise TranslationError(
+                f"Invalid type for '{key}': expected {what}.", key, code="invalid_type"
+            )
+
+
+def _obj(value: Any, param: str) -> dict[str, Any]:
+    """An optional nested object: {} when absent, a 400 naming it when not an object."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TranslationError("expected an object", param, code="invalid_type")
+    return value
+
+
 def _neutral(key: str, value: Any) -> bool:
     if key == "response_format":
         return value is None or value == {"type": "text"}
@@ -143,10 +201,10 @@ def _user_content(content: Any, param: str) -> str | list[dict[str, Any]]:
 def _tool_use(call: Any, param: str) -> dict[str, Any]:
     if not isinstance(call, dict) or call.get("type", "function") != "function":
         raise _refuse(param, "only function tool calls are supported")
-    fn = call.get("function") or {}
+    fn = _obj(call.get("function"), f"{param}.function")
     raw = fn.get("arguments") or "{}"
     try:
-        args = orjson.loads(raw)
+        args = orjson.loads(raw) if isinstance(raw, str) else None
     except orjson.JSONDecodeError:
         args = None
     if not isinstance(args, dict):
@@ -190,6 +248,8 @@ def _messages_to_anthropic(
         elif role == "assistant":
             content = m.get("content")
             calls = m.get("tool_calls") or []
+            if not isinstance(calls, list):
+                raise TranslationError("tool_calls must be an array", f"{param}.tool_calls")
             if m.get("refusal") is not None:
                 raise _refuse(f"{param}.refusal", "assistant refusals cannot be replayed")
             text = None if content is None else _text_of(content, f"{param}.content")
@@ -224,7 +284,7 @@ def _tools_to_anthropic(tools: Any) -> list[dict[str, Any]]:
     for i, t in enumerate(tools):
         if not isinstance(t, dict) or t.get("type", "function") != "function":
             raise _refuse(f"tools[{i}]", "only function tools are supported")
-        fn = t.get("function") or {}
+        fn = _obj(t.get("function"), f"tools[{i}].function")
         tool: dict[str, Any] = {"name": str(fn.get("name", ""))}
         if fn.get("description") is not None:
             tool["description"] = fn["description"]
@@ -241,7 +301,8 @@ def _tool_choice_to_anthropic(choice: Any) -> dict[str, Any]:
     if choice == "required":
         return {"type": "any"}
     if isinstance(choice, dict) and choice.get("type") == "function":
-        name = (choice.get("function") or {}).get("name")
+        fn = choice.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else None
         if isinstance(name, str):
             return {"type": "tool", "name": name}
     raise _refuse("tool_choice", "use auto, none, required or a named function")
@@ -269,6 +330,7 @@ def openai_chat_to_anthropic(body: dict[str, Any], default_max_tokens: int) -> d
         raise TranslationError(
             "Missing required parameter: 'model'.", "model", code="missing_required_parameter"
         )
+    _check_types(body, _OPENAI_TYPES)
     system, messages = _messages_to_anthropic(body.get("messages"))
     out: dict[str, Any] = {"model": body["model"]}
     if len(system) == 1:
@@ -344,6 +406,7 @@ def _a_refuse(param: str, reason: str) -> TranslationError:
 
 
 def _data_url(source: dict[str, Any], param: str) -> str:
+    source = _obj(source, f"{param}.source")
     kind = source.get("type")
     if kind == "base64":
         return f"data:{source.get('media_type', '')};base64,{source.get('data', '')}"
@@ -383,7 +446,7 @@ def _user_turn(content: Any, param: str, thinking: ThinkingPolicy) -> list[dict[
             parts.append({"type": "text", "text": str(b.get("text", ""))})
         elif kind == "image":
             parts.append(
-                {"type": "image_url", "image_url": {"url": _data_url(b.get("source") or {}, where)}}
+                {"type": "image_url", "image_url": {"url": _data_url(b.get("source"), where)}}
             )
         elif kind == "tool_result":
             out.append(
@@ -456,6 +519,7 @@ def anthropic_to_openai_chat(
     for key in ("model", "messages", "max_tokens"):
         if key not in body:
             raise _a_refuse(key, "Field required")
+    _check_types(body, _ANTHROPIC_TYPES)
     wants_thinking = (body.get("thinking") or {"type": "disabled"}).get("type") != "disabled"
     if wants_thinking and thinking == "refuse":
         raise _a_refuse("thinking", "thinking is not available on this model")
