@@ -37,25 +37,31 @@ ThinkingOut = Literal["drop", "pass"]
 
 
 # -- usage ------------------------------------------------------------------------------
-def usage_from_anthropic(u: dict[str, Any] | None) -> TokenUsage:
-    u = u or {}
+def _count(u: dict[str, Any], key: str) -> int:
+    """A token count as the upstream wrote it, or 0 when missing or not an integer."""
+    v = u.get(key)
+    return v if type(v) is int and v > 0 else 0
+
+
+def usage_from_anthropic(u: Any) -> TokenUsage:
+    u = u if isinstance(u, dict) else {}
     return TokenUsage(
-        input_tokens=u.get("input_tokens") or 0,
-        output_tokens=u.get("output_tokens") or 0,
-        cache_read_tokens=u.get("cache_read_input_tokens") or 0,
-        cache_creation_tokens=u.get("cache_creation_input_tokens") or 0,
+        input_tokens=_count(u, "input_tokens"),
+        output_tokens=_count(u, "output_tokens"),
+        cache_read_tokens=_count(u, "cache_read_input_tokens"),
+        cache_creation_tokens=_count(u, "cache_creation_input_tokens"),
     )
 
 
-def usage_from_openai(u: dict[str, Any] | None) -> TokenUsage:
-    u = u or {}
-    details = u.get("prompt_tokens_details") or {}
-    read = details.get("cached_tokens") or u.get("cache_read_input_tokens") or 0
-    write = u.get("cache_creation_input_tokens") or 0
-    prompt = u.get("prompt_tokens") or 0
+def usage_from_openai(u: Any) -> TokenUsage:
+    u = u if isinstance(u, dict) else {}
+    details = u.get("prompt_tokens_details")
+    read = _count(details, "cached_tokens") if isinstance(details, dict) else 0
+    read = read or _count(u, "cache_read_input_tokens")
+    write = _count(u, "cache_creation_input_tokens")
     return TokenUsage(
-        input_tokens=max(0, prompt - read - write),
-        output_tokens=u.get("completion_tokens") or 0,
+        input_tokens=max(0, _count(u, "prompt_tokens") - read - write),
+        output_tokens=_count(u, "completion_tokens"),
         cache_read_tokens=read,
         cache_creation_tokens=write,
     )

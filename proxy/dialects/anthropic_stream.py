@@ -29,6 +29,11 @@ from proxy.dialects.anthropic_response import (
 DONE = b"data: [DONE]\n\n"
 
 
+def _str(v: Any) -> str:
+    """A string the upstream sent where one belongs (an id, a model), else ""."""
+    return v if isinstance(v, str) else ""
+
+
 class SSESplitter:
     """Complete SSE events' data payloads out of bytes cut anywhere (LF or CRLF framing)."""
 
@@ -160,8 +165,13 @@ class AnthropicToOpenAIStream:
     def _event(self, payload: bytes) -> bytes:
         try:
             ev = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return b""
+            if not isinstance(ev, dict) or self.done:  # nothing after [DONE]
+                return b""
+            return self._translate(ev)
+        except (orjson.JSONDecodeError, KeyError, AttributeError, TypeError, ValueError):
+            return b""  # a malformed upstream event is dropped, never the proxy's exception
+
+    def _translate(self, ev: dict[str, Any]) -> bytes:
         kind = ev.get("type")
         if kind == "content_block_delta":
             d = ev["delta"]
@@ -208,8 +218,8 @@ class AnthropicToOpenAIStream:
             return self._chunk(b"{}", orjson.dumps(self._finish))
         if kind == "message_start":
             m = ev.get("message") or {}
-            self.id = m.get("id", "")
-            self.model = m.get("model", "")
+            self.id = _str(m.get("id"))
+            self.model = _str(m.get("model"))
             self._update(m.get("usage"))
             self._head = self._head_for(self.id, self.model)
             return self._chunk(b'{"role":"assistant","content":""}')
@@ -231,14 +241,18 @@ class AnthropicToOpenAIStream:
         if not u:
             return
         t = self.usage
-        if u.get("input_tokens") is not None:
-            t.input_tokens = u["input_tokens"]
-        if u.get("output_tokens") is not None:
-            t.output_tokens = u["output_tokens"]
-        if u.get("cache_read_input_tokens") is not None:
-            t.cache_read_tokens = u["cache_read_input_tokens"]
-        if u.get("cache_creation_input_tokens") is not None:
-            t.cache_creation_tokens = u["cache_creation_input_tokens"]
+        v = u.get("input_tokens")
+        if type(v) is int:
+            t.input_tokens = v
+        v = u.get("output_tokens")
+        if type(v) is int:
+            t.output_tokens = v
+        v = u.get("cache_read_input_tokens")
+        if type(v) is int:
+            t.cache_read_tokens = v
+        v = u.get("cache_creation_input_tokens")
+        if type(v) is int:
+            t.cache_creation_tokens = v
 
 
 # -- OpenAI → Anthropic ---------------------------------------------------------------------
@@ -306,8 +320,8 @@ class OpenAIToAnthropicStream:
 
     def _start(self, chunk: dict[str, Any]) -> bytes:
         self._started = True
-        self.id = chunk.get("id", "")
-        self.model = chunk.get("model", "")
+        self.id = _str(chunk.get("id"))
+        self.model = _str(chunk.get("model"))
         msg = {
             "id": self.id,
             "type": "message",
@@ -357,17 +371,20 @@ class OpenAIToAnthropicStream:
             return b"" if self.done else self._close()
         try:
             chunk = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return b""
-        if not isinstance(chunk, dict) or self.done:
-            return b""
+            if not isinstance(chunk, dict) or self.done:
+                return b""
+            return self._translate(chunk)
+        except (orjson.JSONDecodeError, KeyError, AttributeError, TypeError, ValueError):
+            return b""  # a malformed upstream event is dropped, never the proxy's exception
+
+    def _translate(self, chunk: dict[str, Any]) -> bytes:
         if "error" in chunk and "choices" not in chunk:
             self.error = openai_error_to_anthropic(500, chunk)
             self.done = True
             self.error["error"]["type"] = "api_error"
             return _event(b"error", self.error)
         out = b"" if self._started else self._start(chunk)
-        if chunk.get("usage"):
+        if isinstance(chunk.get("usage"), dict):
             self.usage = usage_from_openai(chunk["usage"])
         for choice in chunk.get("choices") or ():
             if choice.get("index", 0) != 0:
@@ -390,7 +407,7 @@ class OpenAIToAnthropicStream:
             for call in delta.get("tool_calls") or ():
                 out += self._tool_delta(call)
             finish = choice.get("finish_reason")
-            if finish:
+            if finish and isinstance(finish, str):
                 self._finish = finish
                 matched = choice.get("stop_reason")
                 self._matched = matched if isinstance(matched, str) else None

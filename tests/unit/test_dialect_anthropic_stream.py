@@ -167,3 +167,106 @@ def test_splitter_yields_each_event_once_whatever_the_cuts(datas: list[bytes], b
     assert got == payloads
     two_lines = s.feed(b"data:a\ndata:  b\n\n")
     assert two_lines == [b"a\n b"]
+
+
+junk = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+A_TYPES = [
+    "message_start",
+    "content_block_start",
+    "content_block_delta",
+    "content_block_stop",
+    "message_delta",
+    "message_stop",
+    "ping",
+    "error",
+]
+anthropic_junk = st.fixed_dictionaries(
+    {"type": st.sampled_from(A_TYPES)},
+    optional={
+        k: junk
+        | st.fixed_dictionaries(
+            {},
+            optional={
+                "type": st.sampled_from(["text_delta", "input_json_delta", "tool_use", "text"]),
+                "text": junk,
+                "partial_json": junk,
+                "id": junk,
+                "name": junk,
+                "usage": junk,
+                "stop_reason": junk,
+            },
+        )
+        for k in ("message", "content_block", "delta", "index", "usage", "error")
+    },
+)
+openai_junk = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": junk,
+        "model": junk,
+        "usage": junk,
+        "error": junk,
+        "choices": junk
+        | st.lists(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "index": junk,
+                    "finish_reason": junk,
+                    "stop_reason": junk,
+                    "delta": junk
+                    | st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "content": junk,
+                            "reasoning_content": junk,
+                            "tool_calls": junk
+                            | st.lists(
+                                st.fixed_dictionaries(
+                                    {},
+                                    optional={
+                                        "index": junk,
+                                        "id": junk,
+                                        "function": junk
+                                        | st.fixed_dictionaries(
+                                            {}, optional={"name": junk, "arguments": junk}
+                                        ),
+                                    },
+                                ),
+                                max_size=2,
+                            ),
+                        },
+                    ),
+                },
+            ),
+            max_size=2,
+        ),
+    },
+)
+
+
+@SETTINGS
+@given(st.lists(anthropic_junk | junk, max_size=6))
+def test_anthropic_upstream_garbage_never_raises(events: list) -> None:
+    """Whatever an upstream sends, the translator answers bytes and ends the stream."""
+    for thinking in ("drop", "pass"):
+        t = AnthropicToOpenAIStream(include_usage=True, thinking=thinking)  # type: ignore[arg-type]
+        out = b"".join(t.feed(b"data: " + orjson.dumps(e) + b"\n\n") for e in events)
+        out += t.finish()
+        assert out.endswith(b"data: [DONE]\n\n")
+
+
+@SETTINGS
+@given(st.lists(openai_junk | junk, max_size=6))
+def test_openai_upstream_garbage_never_raises(events: list) -> None:
+    for thinking in ("drop", "pass"):
+        t = OpenAIToAnthropicStream(thinking=thinking)  # type: ignore[arg-type]
+        out = b"".join(t.feed(b"data: " + orjson.dumps(e) + b"\n\n") for e in events)
+        out += t.finish()
+        assert out.endswith((b'"message_stop"}\n\n', b"}}\n\n"))
