@@ -89,8 +89,27 @@ def anthropic_usage(t: TokenUsage) -> dict[str, Any]:
 
 
 # -- answers ----------------------------------------------------------------------------
+def _malformed(exc: Exception) -> TranslationError:
+    return TranslationError(
+        f"the upstream's answer is malformed ({type(exc).__name__}: {exc})",
+        status=502,
+        code="bad_upstream_answer",
+    )
+
+
 def anthropic_to_openai_response(
     msg: dict[str, Any], created: int | None = None, thinking: ThinkingOut = "drop"
+) -> dict[str, Any]:
+    """An Anthropic `message` as an OpenAI `chat.completion` (one choice); an answer not
+    of that shape is a 502 `TranslationError`."""
+    try:
+        return _anthropic_to_openai_response(msg, created, thinking)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise _malformed(exc) from None
+
+
+def _anthropic_to_openai_response(
+    msg: dict[str, Any], created: int | None, thinking: ThinkingOut
 ) -> dict[str, Any]:
     """An Anthropic `message` as an OpenAI `chat.completion` (one choice). The id and
     model are kept as they are; thinking text goes to vLLM's `reasoning_content` if
@@ -141,6 +160,17 @@ def anthropic_to_openai_response(
 def openai_to_anthropic_response(
     body: dict[str, Any], thinking: ThinkingOut = "drop"
 ) -> dict[str, Any]:
+    """An OpenAI `chat.completion` as an Anthropic `message` (details below); an answer
+    not of that shape is a 502 `TranslationError`."""
+    try:
+        return _openai_to_anthropic_response(body, thinking)
+    except TranslationError:
+        raise
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise _malformed(exc) from None
+
+
+def _openai_to_anthropic_response(body: dict[str, Any], thinking: ThinkingOut) -> dict[str, Any]:
     """An OpenAI `chat.completion` as an Anthropic `message`.
 
     Tool-call arguments that are not a JSON object (a small model's bad JSON) make the

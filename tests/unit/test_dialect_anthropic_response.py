@@ -184,3 +184,45 @@ def test_openai_and_vllm_errors_become_anthropic_errors(status: int, message: st
         "type": "api_error",
         "message": "<html>bad gateway</html>",
     }
+
+
+junk = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=2)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "id",
+                    "model",
+                    "content",
+                    "choices",
+                    "message",
+                    "usage",
+                    "type",
+                    "text",
+                    "tool_calls",
+                    "function",
+                    "arguments",
+                    "input",
+                    "finish_reason",
+                    "stop_reason",
+                    "prompt_tokens_details",
+                ]
+            ),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(junk)
+def test_malformed_upstream_answers_are_a_502_never_a_crash(body: Any) -> None:
+    for translate in (anthropic_to_openai_response, openai_to_anthropic_response):
+        try:
+            translate(body)
+        except TranslationError as exc:
+            assert exc.status in (400, 502)
