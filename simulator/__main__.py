@@ -1,4 +1,7 @@
-"""`python -m simulator --mode vllm|api --port N [knobs...]` (same flags as `hybridgate sim`)."""
+"""`python -m simulator --mode vllm|api|anthropic --port N [knobs...]`.
+
+The same flags as `hybridgate sim`.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,10 @@ from simulator.config import add_arguments, from_args
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m simulator",
-        description="Upstream simulator: a vLLM-like GPU server or an OpenAI-like API.",
+        description=(
+            "Upstream simulator: a vLLM-like GPU server, an OpenAI-like API "
+            "or an Anthropic-like Messages API."
+        ),
     )
     add_arguments(parser)
     args = parser.parse_args(argv)

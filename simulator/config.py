@@ -10,7 +10,7 @@ import argparse
 from dataclasses import dataclass, field
 from typing import Literal
 
-Mode = Literal["vllm", "api"]
+Mode = Literal["vllm", "api", "anthropic"]
 
 
 @dataclass
@@ -47,12 +47,15 @@ class SimConfig:
     ttft_ms: float = 250.0
     itl_ms: float = 10.0
     rpm_limit: int | None = None
+    # anthropic mode: prompt tokens reported as read from / written to the prompt cache.
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
     # Faults at start (same keys as POST /sim/faults).
     faults: dict[str, object] = field(default_factory=dict)
 
     @property
     def served_models(self) -> list[str]:
-        """vLLM always has a served name; api mode with no --model accepts any model."""
+        """vLLM always has a served name; api and anthropic modes with no --model accept any."""
         if self.models:
             return self.models
         return ["sim-model"] if self.mode == "vllm" else []
@@ -60,7 +63,7 @@ class SimConfig:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = SimConfig()
-    p.add_argument("--mode", choices=["vllm", "api"], default=d.mode)
+    p.add_argument("--mode", choices=["vllm", "api", "anthropic"], default=d.mode)
     p.add_argument("--host", default=d.host)
     p.add_argument("--port", type=int, default=d.port, help="0 picks a free port")
     p.add_argument(
@@ -131,6 +134,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="enforce N requests/minute with 429 (headers are always sent)",
+    )
+
+    an = p.add_argument_group("anthropic mode (POST /v1/messages)")
+    an.add_argument(
+        "--cache-read-tokens",
+        type=int,
+        default=d.cache_read_tokens,
+        help="report this many prompt tokens (capped by the prompt) as cache_read_input_tokens",
+    )
+    an.add_argument(
+        "--cache-creation-tokens",
+        type=int,
+        default=d.cache_creation_tokens,
+        help="report this many prompt tokens as cache_creation_input_tokens",
     )
 
     f = p.add_argument_group("faults at start (also POST /sim/faults)")
@@ -211,5 +228,7 @@ def from_args(ns: argparse.Namespace) -> SimConfig:
         ttft_ms=ns.ttft_ms,
         itl_ms=ns.itl_ms,
         rpm_limit=ns.rpm_limit,
+        cache_read_tokens=ns.cache_read_tokens,
+        cache_creation_tokens=ns.cache_creation_tokens,
         faults=faults,
     )

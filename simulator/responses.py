@@ -56,7 +56,8 @@ class Reply:
     prompt_tokens: int
     max_tokens: int  # per choice
     n: int = 1
-    cached_tokens: int = 0
+    cached_tokens: int = 0  # vLLM's prefix cache hits; Anthropic's cache read
+    cache_creation_tokens: int = 0  # Anthropic's cache write
     finish_reason: str = "length"
     tool_call: ToolCall | None = None
     include_usage: bool = False
@@ -72,6 +73,7 @@ class Dialect:
 
     name = "base"
     show_token_details = False
+    done: bytes | None = b"data: [DONE]\n\n"  # the stream's last event, if the API sends one
 
     # -- ids ---------------------------------------------------------------------------
     def chat_id(self) -> str:

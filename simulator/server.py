@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from simulator.anthropic import AnthropicDialect, count_messages, parse_messages, valid_version
 from simulator.config import SimConfig
 from simulator.engine import Engine, EngineLike, FixedLatencyEngine, Sequence, StepModel
 from simulator.faults import FaultError, Faults, FaultState
@@ -67,11 +68,14 @@ class SimServer:
     def __init__(self, cfg: SimConfig) -> None:
         self.cfg = cfg
         self.vllm = cfg.mode == "vllm"
-        self.dialect: Dialect = (
-            VllmDialect(cfg.flat_errors, cfg.prompt_tokens_details)
-            if self.vllm
-            else OpenAIDialect()
-        )
+        self.anthropic = cfg.mode == "anthropic"
+        self.dialect: Dialect
+        if self.vllm:
+            self.dialect = VllmDialect(cfg.flat_errors, cfg.prompt_tokens_details)
+        elif self.anthropic:
+            self.dialect = AnthropicDialect()
+        else:
+            self.dialect = OpenAIDialect()
         self.models = cfg.served_models
         self.metrics: VllmMetrics | None = None
         self.engine: EngineLike
@@ -115,9 +119,13 @@ class SimServer:
     def _build_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         r = app.router
-        r.add_post("/v1/chat/completions", self._inference(self._chat))
-        r.add_post("/v1/completions", self._inference(self._completions))
-        r.add_post("/v1/embeddings", self._inference(self._embeddings))
+        if self.anthropic:
+            r.add_post("/v1/messages", self._inference(self._messages))
+            r.add_post("/v1/messages/count_tokens", self._inference(self._count_tokens))
+        else:
+            r.add_post("/v1/chat/completions", self._inference(self._chat))
+            r.add_post("/v1/completions", self._inference(self._completions))
+            r.add_post("/v1/embeddings", self._inference(self._embeddings))
         r.add_get("/v1/models", self._logged(self._list_models))
         r.add_get("/health", self._logged(self._health))
         r.add_get("/version", self._logged(self._version))
@@ -227,7 +235,9 @@ class SimServer:
             transport = request.transport
             self._busy.add(transport)
             try:
-                if not self.vllm:
+                if self.anthropic:
+                    headers["request-id"] = rid
+                elif not self.vllm:
                     headers["x-request-id"] = rid
                 resp = await self._admit(request, rec, headers)
                 if resp is None:
@@ -250,7 +260,11 @@ class SimServer:
     ) -> web.Response | None:
         """Auth, faults and rate limit, in that order: a refusal, or None to go on."""
         key = self.cfg.require_key
-        if key is not None:
+        if self.anthropic:
+            refusal = self._anthropic_headers(request, headers)
+            if refusal is not None:
+                return refusal
+        elif key is not None:
             auth = request.headers.get("Authorization", "")
             if not secrets.compare_digest(auth.encode(), f"Bearer {key}".encode()):
                 if self.vllm:
@@ -273,6 +287,34 @@ class SimServer:
                 return _json(body, 429, headers)
         return None
 
+    def _anthropic_headers(
+        self, request: web.Request, headers: dict[str, str]
+    ) -> web.Response | None:
+        """The key (when --require-key), then anthropic-version, with Anthropic's words.
+
+        The key comes as `x-api-key` or as `Authorization: Bearer` (which the official SDK
+        sends since 2.x); x-api-key wins when both are there.
+        """
+        key = self.cfg.require_key
+        if key is not None:
+            given = request.headers.get("x-api-key")
+            auth = request.headers.get("Authorization", "")
+            if given is None and auth.startswith("Bearer "):
+                given = auth[7:]
+            if given is None:
+                body = self.dialect.error(401, "x-api-key header is required")
+                return _json(body, 401, headers)
+            if not secrets.compare_digest(given.encode(), key.encode()):
+                return _json(self.dialect.error(401, "invalid x-api-key"), 401, headers)
+        version = request.headers.get("anthropic-version")
+        if version is None:
+            body = self.dialect.error(400, "anthropic-version: header is required")
+            return _json(body, 400, headers)
+        if not valid_version(version):
+            body = self.dialect.error(400, f"anthropic-version: invalid version {version!r}")
+            return _json(body, 400, headers)
+        return None
+
     def _fault_response(self, f: Faults, headers: dict[str, str]) -> web.Response:
         status = f.status or 500
         message = (
@@ -280,9 +322,9 @@ class SimServer:
             or (_QUOTA_MESSAGE if f.error_type == "insufficient_quota" else None)
             or _FAULT_MESSAGES.get(status, f"Simulated error {status}")
         )
-        shape = f.error_shape or ("vllm" if self.vllm else "openai")
+        shape = f.error_shape or self.dialect.name
         if shape == "anthropic":
-            body = anthropic_error(status, f.error_message, f.error_type)
+            body = anthropic_error(status, message, f.error_type)
         elif shape == "openai":
             body = OpenAIDialect().error(status, message, f.error_type, f.error_code)
         else:
@@ -307,6 +349,8 @@ class SimServer:
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
+            if self.anthropic:
+                raise RequestError(400, f"There was an error parsing the body: {exc}") from None
             if self.vllm:
                 raise RequestError(400, f"JSON decode error: {exc}") from None
             raise RequestError(
@@ -318,6 +362,8 @@ class SimServer:
 
     def _check_model(self, model: str) -> None:
         if self.models and model not in self.models:
+            if self.anthropic:
+                raise RequestError(404, f"model: {model}")
             if self.vllm:
                 raise RequestError(404, f"The model `{model}` does not exist.")
             raise RequestError(
@@ -395,6 +441,58 @@ class SimServer:
         headers["x-sim-gpu-seconds"] = repr(seq.gpu_seconds)
         return _json(body, 200, headers)
 
+    async def _messages(
+        self, request: web.Request, rec: Record, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        """Anthropic's POST /v1/messages, on the fixed-latency engine."""
+        try:
+            job = parse_messages(await self._body(request), self.cfg)
+            self._check_model(job.model)
+        except RequestError as exc:
+            return self._error(exc, headers)
+        rec.model = job.model
+        rec.stream = job.stream
+        rec.cache_creation_tokens = job.cache_creation
+        reply = Reply(
+            kind="chat",
+            id=self.dialect.chat_id(),
+            model=job.model,
+            prompt_tokens=job.prompt_tokens,
+            max_tokens=job.max_tokens,
+            cached_tokens=job.cache_read,
+            cache_creation_tokens=job.cache_creation,
+            finish_reason="max_tokens" if job.max_tokens == job.requested_max else "end_turn",
+        )
+        if job.tool is not None:
+            reply.tool_call = ToolCall(self.dialect.tool_call_id(), *job.tool)
+            reply.finish_reason = "tool_use"
+        seq = Sequence(rec.id, job.prompt_tokens, job.max_tokens, 1, job.cache_read)
+        seq.arrived = rec.arrived
+        rec.seq = seq
+        if job.stream:
+            return await self._stream(request, rec, headers, reply, seq)
+        try:
+            await self._slow_first_token()
+            self.engine.submit(seq, False)
+            await seq.wait_finished()
+        finally:
+            self.engine.cancel(seq)
+        assert isinstance(self.dialect, AnthropicDialect)
+        return _json(self.dialect.message(reply, seq.generated), 200, headers)
+
+    async def _count_tokens(
+        self, request: web.Request, rec: Record, headers: dict[str, str]
+    ) -> web.Response:
+        """Anthropic's POST /v1/messages/count_tokens: the prompt's tokens, nothing run."""
+        try:
+            body = await self._body(request)
+            tokens = count_messages(body)
+            self._check_model(str(body["model"]))
+        except RequestError as exc:
+            return self._error(exc, headers)
+        rec.model = str(body["model"])
+        return _json({"input_tokens": tokens}, 200, headers)
+
     async def _slow_first_token(self) -> None:
         delay = self.faults.current.slow_first_token_s
         if delay:
@@ -416,10 +514,16 @@ class SimServer:
         cut_after = self.faults.current.cut_stream_after
         events = 0
 
-        async def send(chunk: dict[str, Any] | None) -> bool:
-            """Write one SSE event; False once the cut fault has closed the connection."""
+        async def send(chunk: dict[str, Any] | bytes | None) -> bool:
+            """Write one SSE event (a chunk, an encoded event, or None for the dialect's
+            last one); False once the cut fault has closed the connection."""
             nonlocal events
-            data = DONE if chunk is None else b"data: " + orjson.dumps(chunk) + b"\n\n"
+            if chunk is None:
+                data = self.dialect.done or b""
+            elif isinstance(chunk, bytes):
+                data = chunk
+            else:
+                data = b"data: " + orjson.dumps(chunk) + b"\n\n"
             await resp.write(data)
             events += 1
             if cut_after is not None and events >= cut_after:
@@ -458,7 +562,7 @@ class SimServer:
             for chunk in self.dialect.stream_tail(reply, seq.generated):
                 if not await send(chunk):
                     return resp
-            if await send(None):
+            if self.dialect.done is None or await send(None):
                 await resp.write_eof()
         except ConnectionResetError:
             # The client went away between two writes (without the handler being cancelled).

@@ -8,8 +8,8 @@ can compare them with its own `time.time()`. Shape (`?detail=0` omits the two li
     responses_by_status {"200": n}, cancelled, cut, busy_seconds, gpu_seconds_total,
     prompt_tokens_total, completion_tokens_total, running, waiting,
     requests: [{id, endpoint, model, stream, status, fault, prompt_tokens, cached_tokens,
-                completion_tokens, gpu_seconds, cancelled, cut, arrived, started,
-                first_token, finished}],
+                cache_creation_tokens, completion_tokens, gpu_seconds, cancelled, cut, arrived,
+                started, first_token, finished}],
     request_log: [{t, method, path, status}]
 
 `requests_total` and the log count every request except /sim/*; `requests` lists
@@ -31,6 +31,7 @@ class Record:
 
     __slots__ = (
         "arrived",
+        "cache_creation_tokens",
         "cancelled",
         "cut",
         "endpoint",
@@ -53,6 +54,7 @@ class Record:
         self.cancelled = False
         self.cut = False
         self.seq: Sequence | None = None
+        self.cache_creation_tokens = 0  # anthropic mode: prompt tokens written to the cache
 
     def to_json(self) -> dict[str, Any]:
         seq = self.seq
@@ -65,6 +67,7 @@ class Record:
             "fault": self.fault,
             "prompt_tokens": seq.prompt_tokens if seq else 0,
             "cached_tokens": seq.cached_tokens if seq else 0,
+            "cache_creation_tokens": self.cache_creation_tokens,
             "completion_tokens": seq.completion_tokens if seq else 0,
             "gpu_seconds": seq.gpu_seconds if seq else 0.0,
             "cancelled": self.cancelled,
