@@ -187,6 +187,7 @@ def test_tool_calls_pass_through(stack: Any) -> None:
         json.loads(call.function.arguments)
 
 
+@pytest.mark.serial  # compares timings with the upstream's own: runs alone
 def test_gpu_seconds_balance_and_match_the_engine_busy_time(stack: Any) -> None:
     proxy, llama, _, log = stack
     # Every event metered so far in the log first (it is written a moment after each answer):
