@@ -31,7 +31,10 @@ from tests.support.llama import LlamaServer, run_llama_server
 from tests.support.proxy import ProxyHandle, parse_metrics, read_log, run_proxy
 from tests.support.sim import SimHandle, run_simulator
 
-pytestmark = pytest.mark.e2e
+# serial: a real engine is CPU-bound (it gains nothing from a second worker on 2 cores) and
+# these tests compare throughput and busy time with the engine's own: scripts/test.sh runs
+# them in its serial pass, alone.
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 EXACT = {"ignore_eos": True}
 USD_PER_GPU_HOUR = 1.2
@@ -187,7 +190,6 @@ def test_tool_calls_pass_through(stack: Any) -> None:
         json.loads(call.function.arguments)
 
 
-@pytest.mark.serial  # compares timings with the upstream's own: runs alone
 def test_gpu_seconds_balance_and_match_the_engine_busy_time(stack: Any) -> None:
     proxy, llama, _, log = stack
     # Every event metered so far in the log first (it is written a moment after each answer):
