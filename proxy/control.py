@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from proxy.breaker import CLOSED, NOT_BACKEND_FAULTS, OPEN, CircuitBreaker
@@ -32,7 +33,9 @@ class ControlPlane:
         backends: dict[str, Any],
         metrics: Metrics,
         previous: ControlPlane | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`clock` times the breakers this plane creates (tests inject one to skip cooldowns)."""
         self.config = config
         self.metrics = metrics
         self.breakers: dict[str, CircuitBreaker] = {}
@@ -50,7 +53,7 @@ class ControlPlane:
                 if name in previous.last_ok:
                     self.last_ok[name] = previous.last_ok[name]
             else:
-                breaker = CircuitBreaker(name, cfg, on_change=self._breaker_changed)
+                breaker = CircuitBreaker(name, cfg, on_change=self._breaker_changed, clock=clock)
             self.breakers[name] = breaker
         self.health = HealthChecker(
             config.health_checks,

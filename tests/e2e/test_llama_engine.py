@@ -20,7 +20,10 @@ import pytest
 
 from tests.support.llama import ENGINE_SCRIPT, LlamaServer, run_llama_server
 
-pytestmark = pytest.mark.e2e
+# serial: a real engine is CPU-bound (it gains nothing from a second worker on 2 cores) and
+# these tests compare throughput and busy time with the engine's own: scripts/test.sh runs
+# them in its serial pass, alone.
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 PROMPT_PROCESSED = "llamacpp:prompt_tokens_total"  # excludes tokens reused from the prompt cache
 PROMPT_CACHED = "llamacpp:prompt_tokens_cached_total"

@@ -32,7 +32,10 @@ from tests.support.llama import LlamaServer, run_llama_server
 from tests.support.proxy import ProxyHandle, parse_metrics, read_log, run_proxy
 from tests.support.sim import SimHandle, run_simulator
 
-pytestmark = pytest.mark.e2e
+# serial: a real engine is CPU-bound (it gains nothing from a second worker on 2 cores) and
+# these tests compare throughput and busy time with the engine's own: scripts/test.sh runs
+# them in its serial pass, alone.
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 EXACT = {"ignore_eos": True}
 USD_PER_GPU_HOUR = 1.2

@@ -10,6 +10,8 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support.routing import CHAT, ask, chat_count, hybrid_stack, wait_for
 from tests.support.sim import SimHandle
 
@@ -21,6 +23,7 @@ def chat_arrivals(sim: SimHandle) -> list[float]:
     return [e["t"] for e in sim.stats()["request_log"] if e["path"] == CHAT]
 
 
+@pytest.mark.serial  # the cooldown runs on the proxy's wall clock: a loaded machine can outrun it
 def test_breaker_opens_after_n_failures_and_keeps_traffic_off_during_cooldown(
     tmp_path: Path,
 ) -> None:

@@ -332,6 +332,7 @@ def test_bad_fault_request_is_rejected(sim: SimHandle):
     assert sim.faults()["status"] is None
 
 
+@pytest.mark.serial  # compares timings with the upstream's own: runs alone
 def test_slow_first_token(sim: SimHandle):
     sim.set_faults(slow_first_token_s=1.0)
     start = time.monotonic()
@@ -405,6 +406,7 @@ def test_refuse_connections_and_listen_again(sim: SimHandle):
 # -- the engine as a client sees it -----------------------------------------------------------
 
 
+@pytest.mark.serial  # compares timings with the upstream's own: runs alone
 async def test_queueing_beyond_max_num_seqs(simulator):
     sim = simulator("vllm", ["--max-num-seqs", "4", "--speed", "2"])
     c = aclient(sim)
@@ -617,6 +619,7 @@ def test_api_mode_key_and_rate_limit(simulator):
         right.chat.completions.create(model="any", messages=USER)
 
 
+@pytest.mark.serial  # compares timings with the upstream's own: runs alone
 def test_api_mode_latency_knobs(simulator):
     sim = simulator("api", ["--ttft-ms", "200", "--itl-ms", "20"])
     start = time.monotonic()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -58,10 +59,10 @@ def config(models: dict[str, Any], rules: list[dict] | None = None, **extra: Any
 
 
 class Rig:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
         self.backends = {n: build_backend(n, b) for n, b in cfg.backends.items()}
-        self.control = ControlPlane(cfg, self.backends, Metrics())
+        self.control = ControlPlane(cfg, self.backends, Metrics(), clock=clock)
         self.inflight = dict.fromkeys(cfg.backends, 0)
         meter = Meter(cfg, PRICES)
         self.router = Router(
@@ -295,7 +296,8 @@ def test_lowest_latency_follows_the_moving_average_and_retries_stale_ones() -> N
 
 def test_a_reload_carries_breakers_of_unchanged_backends_and_renews_changed_ones() -> None:
     breaker = {"failure_threshold": 1, "cooldown_s": 0.05}
-    rig = Rig(config({"chat": HYBRID}, breaker=breaker))
+    now = [1000.0]  # the breakers' clock: the cooldown passes when the test says so
+    rig = Rig(config({"chat": HYBRID}, breaker=breaker), clock=lambda: now[0])
     rig.open_breaker("local")
     rig.open_breaker("api")
     new_cfg = config({"chat": HYBRID}, breaker=breaker)
@@ -307,7 +309,7 @@ def test_a_reload_carries_breakers_of_unchanged_backends_and_renews_changed_ones
     router = Router(changed, PRICES, control, rig.inflight)
     assert control.impaired == {"local"}  # api's config changed: a fresh breaker
     assert [t.backend for t in router.plan(rig.req())] == ["api"]
-    time.sleep(0.06)  # past the cooldown: local half-opens
+    now[0] += 0.06  # past the cooldown: local half-opens
     assert control.admit("local")
     control.on_success("local")
     assert control.impaired == set()  # the carried breaker reports to the new plane
