@@ -276,6 +276,11 @@ class Limits(_Strict):
     body_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     # An idle keep-alive connection (answered, no next request begun) is closed after this.
     keep_alive_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    # A request head (request line and header fields) is bounded as it arrives: over
+    # these, a 414 (URL) or 431 and the connection closed (proxy/protocol.py).
+    max_url_bytes: Annotated[int, Field(ge=64)] = 8 * 1024
+    max_header_count: Annotated[int, Field(ge=8)] = 100
+    max_head_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024
 
 
 class Breaker(_Strict):
