@@ -9,6 +9,7 @@ provides it straight from our uvicorn protocol, without ASGI's messages and seco
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -75,6 +76,74 @@ def check_declared_length(declared: bytes | None, limit: int) -> None:
         raise ProxyError(400, "Invalid Content-Length header.") from None
     if size > limit:
         raise too_large(limit, size)
+
+
+# Content codings a request body may arrive in, and zlib's window bits for each: gzip, and
+# deflate as RFC 9110 means it (zlib) or as some clients send it (raw).
+_CODINGS = {b"gzip": (31,), b"x-gzip": (31,), b"deflate": (15, -15)}
+_ACCEPTED = (b"accept-encoding", b"gzip, deflate")
+
+
+def decode_body(body: bytes, content_encoding: bytes, limit: int) -> bytes:
+    """The body with its `Content-Encoding` undone (last applied, first undone), so the
+    upstream gets plain JSON. Inflated at most to `limit` + 1 bytes (a compressed bomb is
+    a 413, not a node's memory); an unknown coding is a 415 naming it."""
+    codings = [c.strip().lower() for c in content_encoding.split(b",")]
+    for coding in codings:
+        if coding not in _CODINGS and coding not in (b"identity", b""):
+            name = coding.decode("latin-1")[:50]
+            raise ProxyError(
+                415,
+                f"Content-Encoding '{name}' is not supported; send the body uncompressed, "
+                "or gzip or deflate encoded.",
+                code="unsupported_content_encoding",
+                headers=[_ACCEPTED],
+            )
+    for coding in reversed(codings):
+        wbits = _CODINGS.get(coding)
+        if wbits is not None:
+            body = _inflate(body, coding.decode(), wbits, limit)
+    return body
+
+
+def _inflate(data: bytes, coding: str, wbits: tuple[int, ...], limit: int) -> bytes:
+    for i, bits in enumerate(wbits):
+        try:
+            return _inflate_with(data, bits, limit)
+        except zlib.error as exc:
+            if i + 1 < len(wbits):
+                continue  # deflate: not zlib-wrapped, try raw
+            raise ProxyError(
+                400,
+                f"Request body is not valid {coding} data (Content-Encoding: {coding}): {exc}",
+                code="invalid_body",
+            ) from None
+    raise AssertionError("unreachable")
+
+
+def _inflate_with(data: bytes, wbits: int, limit: int) -> bytes:
+    out = bytearray()
+    d = zlib.decompressobj(wbits)
+    while True:
+        out += d.decompress(data, limit + 1 - len(out))  # never 0 (unbounded) here
+        if len(out) > limit:
+            raise ProxyError(
+                413,
+                f"Request body exceeds the limit of {limit} bytes once decoded "
+                "(limits.max_body_bytes).",
+                code="request_too_large",
+            )
+        if d.eof:
+            data = d.unused_data
+            if not data:
+                return bytes(out)
+            if wbits != 31:  # gzip may hold several members, one after another; zlib not
+                raise zlib.error("data after the end of the compressed stream")
+            d = zlib.decompressobj(wbits)
+        elif d.unconsumed_tail:
+            data = d.unconsumed_tail
+        else:
+            raise zlib.error("the data ends before the end of the compressed stream")
 
 
 async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:

@@ -64,6 +64,7 @@ class FastExchange:
         "_head",
         "_waiter",
         "_watching",
+        "chunked",
         "disconnected",
         "expect_100",
         "gone",
@@ -79,13 +80,22 @@ class FastExchange:
     )
 
     def __init__(
-        self, protocol: Any, path: str, headers: Headers, keep_alive: bool, expect_100: bool
+        self,
+        protocol: Any,
+        path: str,
+        headers: Headers,
+        keep_alive: bool,
+        expect_100: bool,
+        http10: bool = False,
     ) -> None:
         self.protocol = protocol  # uvicorn's HttpToolsProtocol, ours (proxy/protocol.py)
         self.path = path
         self.headers = headers
-        self.keep_alive = keep_alive
+        self.keep_alive = keep_alive and not http10
         self.expect_100 = expect_100
+        # HTTP/1.0 has no chunked encoding (RFC 9112 6.1): a stream to such a client is
+        # delimited by closing the connection (which HTTP/1.0 does after each answer).
+        self.chunked = not http10
         self._body = bytearray()
         self.more_body = True
         self._waiter: asyncio.Future[None] | None = None
@@ -183,16 +193,22 @@ class FastExchange:
     async def start_stream(self, status: int, headers: Headers) -> None:
         self._start()
         close = b"" if self.keep_alive else b"connection: close\r\n"
+        framing = b"transfer-encoding: chunked\r\n" if self.chunked else b""
         # Held until the first piece of the body: one write, not two.
-        self._head = head(status, headers, b"transfer-encoding: chunked\r\n" + close + b"\r\n")
+        self._head = head(status, headers, framing + close + b"\r\n")
 
     async def send_chunk(self, data: bytes) -> None:
         if not data:
             return
-        await self._write(b"%x\r\n" % len(data) + data + b"\r\n")
+        await self._write(b"%x\r\n" % len(data) + data + b"\r\n" if self.chunked else data)
 
     async def end_stream(self, data: bytes) -> None:
-        tail = b"%x\r\n" % len(data) + data + b"\r\n0\r\n\r\n" if data else b"0\r\n\r\n"
+        if not self.chunked:
+            tail = data
+        elif data:
+            tail = b"%x\r\n" % len(data) + data + b"\r\n0\r\n\r\n"
+        else:
+            tail = b"0\r\n\r\n"
         await self._write(tail)
         self._complete()
 

@@ -35,6 +35,7 @@ from proxy.exchange import (
     Scope,
     Send,
     check_declared_length,
+    decode_body,
 )
 from proxy.failover import failover_reason
 from proxy.metering.events import Attempt, UsageEvent
@@ -216,6 +217,9 @@ class _Request:
         limit = rt.config.limits.max_body_bytes
         check_declared_length(headers.get(b"content-length"), limit)  # before it is invited
         body = await exchange.body(limit)
+        encoding = headers.get(b"content-encoding")
+        if encoding is not None:
+            body = decode_body(body, encoding, limit)
         data = self.data = parse_request(body, ev.endpoint)
         alias_name: str = data["model"]
         alias = rt.router.alias(alias_name)

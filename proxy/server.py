@@ -17,6 +17,9 @@ def uvicorn_options(config: Config) -> dict[str, Any]:
     return {
         "loop": "uvloop",
         "http": protocol_for(config.limits),
+        # No route speaks WebSocket: no upgrade is performed (proxy/protocol.py refuses a
+        # request asking for one with a body, the bytes a front end would take for it).
+        "ws": "none",
         "lifespan": "on",
         "access_log": False,
         "log_level": "warning",

@@ -13,7 +13,7 @@ import inspect
 from importlib.metadata import version
 
 import pytest
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from proxy.protocol import guarded_protocol
 
@@ -24,17 +24,23 @@ TESTED = {
     "_unset_keepalive_if_required": "00a6a4e47214e68e",
     "connection_lost": "c91a4c9bf2e29c55",
     "connection_made": "6efb565ff3d36b91",
+    "data_received": "010a7ae59a5d3b1a",
     "on_body": "dba9c32aeba35b6a",
     "on_headers_complete": "1ea8589acfad92d8",
     "on_message_begin": "96d377fdc7c2baef",
     "on_message_complete": "1fbad42dc31fc01f",
     "on_response_complete": "64e254f28e389e76",
 }
-CALLERS = ("data_received", "on_url", "on_header", "shutdown")
+CALLERS = ("on_url", "on_header", "shutdown")
+# uvicorn's methods our overrides call.
+CALLED = ("_should_upgrade", "handle_websocket_upgrade", "send_400_response")
+# proxy/protocol.py's _Http10Cycle overrides RequestResponseCycle.send and sets the state
+# it reads (chunked_encoding, expected_content_length, keep_alive) before calling it.
+CYCLE_TESTED = {"send": "abdd8601b326a8da"}
 
 
-def fingerprint(name: str) -> str:
-    source = inspect.getsource(getattr(HttpToolsProtocol, name))
+def fingerprint(name: str, cls: type = HttpToolsProtocol) -> str:
+    source = inspect.getsource(getattr(cls, name))
     return hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
@@ -65,8 +71,18 @@ def test_uvicorn_methods_we_override_are_unchanged(name: str) -> None:
 
 def test_the_callers_of_our_overrides_still_exist() -> None:
     """uvicorn's own methods that drive ours; a rename would leave our overrides dead."""
-    for name in CALLERS:
+    for name in CALLERS + CALLED:
         assert callable(getattr(HttpToolsProtocol, name, None)), name
+
+
+@pytest.mark.parametrize("name", sorted(CYCLE_TESTED))
+def test_the_cycle_methods_we_override_are_unchanged(name: str) -> None:
+    got = fingerprint(name, RequestResponseCycle)
+    assert got == CYCLE_TESTED[name], (
+        f"uvicorn {version('uvicorn')}'s RequestResponseCycle.{name} differs from "
+        f"{TESTED_ON}'s: read it beside proxy/protocol.py's _Http10Cycle, then set "
+        f"CYCLE_TESTED[{name!r}] = {got!r}"
+    )
 
 
 def test_uvicorn_is_the_version_the_pin_names() -> None:
