@@ -21,7 +21,7 @@ from proxy.access import MetricsGuard
 from proxy.config import Config
 from proxy.errors import ProxyError, error_type_for
 from proxy.exchange import Receive, Scope, Send
-from proxy.handler import FAST_PATHS, Handler
+from proxy.handler import Handler
 from proxy.lifespan import run_lifespan
 from proxy.live import LiveCosts
 from proxy.live import register_routes as register_live_routes
@@ -101,7 +101,8 @@ class Serving(Role):
 
 
 class HybridGateApp:
-    """One hybridgate process: the OpenAI routes on the lean path, the rest by its role."""
+    """One hybridgate process: the OpenAI routes on the lean path (`handler`, served by our
+    protocol straight from the socket), the rest by its role, over ASGI."""
 
     live: LiveCosts  # Serving only
     crosscheck: EngineCrossCheck  # Serving only
@@ -128,13 +129,8 @@ class HybridGateApp:
         self.ops = self.role.wire(self)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path = FAST_PATHS.get(scope["path"])
-            if path is not None and scope["method"] == "POST":
-                scope["path"] = path
-                await self.handler(scope, receive, send)
-                return
-        elif scope["type"] == "lifespan":
+        # The OpenAI routes never come this way: the protocol serves them (proxy/protocol.py).
+        if scope["type"] == "lifespan":
             await run_lifespan(receive, send, self._startup, self._shutdown)
             return
         await self.ops(scope, receive, send)

@@ -1,9 +1,9 @@
-"""What the request path needs from the HTTP server, and that over plain ASGI.
+"""What the request path needs from the HTTP server, and the ASGI helpers of the rest.
 
 The OpenAI routes read a body, answer once (whole or streamed), and must hear when the
-client leaves. `Exchange` is that surface. `AsgiExchange` provides it over any ASGI server
-(tests, the worker processes, anything embedding the app); `proxy.fastpath.FastExchange`
-provides it straight from our uvicorn protocol, without ASGI's messages and second task.
+client leaves. `Exchange` is that surface, and `proxy.fastpath.FastExchange` its one
+implementation, straight from our uvicorn protocol (no ASGI messages, no second task).
+The operator routes are plain ASGI; `read_body` and `send_error` serve them.
 """
 
 from __future__ import annotations
@@ -185,70 +185,3 @@ async def send_error(send: Send, err: ProxyError) -> None:
     headers = [_JSON, (b"content-length", str(len(body)).encode()), *err.headers]
     await send({"type": "http.response.start", "status": err.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-class _DisconnectWatcher:
-    """Cancels the request's task when the client disconnects.
-
-    The body has been read, so the next `receive()` only returns on disconnect. A task
-    waits for it, but only once the request has lasted ARM_AFTER_S: most proxied calls
-    that finish sooner never pay for the task (a timer handle costs far less).
-    """
-
-    ARM_AFTER_S = 0.02
-    __slots__ = ("_handle", "_owner", "_receive", "_task", "gone")
-
-    def __init__(self, receive: Receive, owner: asyncio.Task[Any]) -> None:
-        self.gone = False
-        self._receive = receive
-        self._owner = owner
-        self._task: asyncio.Task[None] | None = None
-        self._handle = asyncio.get_running_loop().call_later(self.ARM_AFTER_S, self._arm)
-
-    def _arm(self) -> None:
-        self._task = asyncio.ensure_future(self._watch())
-
-    async def _watch(self) -> None:
-        msg = await self._receive()
-        if msg["type"] == "http.disconnect":
-            self.gone = True
-            self._owner.cancel()
-
-    def stop(self) -> None:
-        self._handle.cancel()
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-
-
-class AsgiExchange:
-    """`Exchange` over an ASGI server's receive and send."""
-
-    __slots__ = ("_receive", "_send", "headers", "task")
-
-    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self.headers: Headers = scope["headers"]
-        self._receive = receive
-        self._send = send
-        task = asyncio.current_task()
-        assert task is not None
-        self.task = task
-
-    async def body(self, limit: int) -> bytes:
-        return await _receive_body(self._receive, limit)
-
-    def watch(self) -> DisconnectWatch:
-        return _DisconnectWatcher(self._receive, self.task)
-
-    async def respond(self, status: int, headers: Headers, body: bytes) -> None:
-        headers = [*headers, (b"content-length", str(len(body)).encode())]
-        await self._send({"type": "http.response.start", "status": status, "headers": headers})
-        await self._send({"type": "http.response.body", "body": body})
-
-    async def start_stream(self, status: int, headers: Headers) -> None:
-        await self._send({"type": "http.response.start", "status": status, "headers": headers})
-
-    async def send_chunk(self, data: bytes) -> None:
-        await self._send({"type": "http.response.body", "body": data, "more_body": True})
-
-    async def end_stream(self, data: bytes) -> None:
-        await self._send({"type": "http.response.body", "body": data, "more_body": False})

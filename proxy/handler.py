@@ -27,13 +27,9 @@ from proxy.backends.base import UpstreamFailure, UpstreamRefused, UpstreamRespon
 from proxy.concurrency import Slots, saturated_error
 from proxy.errors import ProxyError, error_body, normalize_upstream_error
 from proxy.exchange import (
-    AsgiExchange,
     ClientGone,
     Exchange,
     Headers,
-    Receive,
-    Scope,
-    Send,
     check_declared_length,
     decode_body,
 )
@@ -124,10 +120,6 @@ class Handler:
 
     def __init__(self, runtime_ref: Callable[[], Any]) -> None:
         self._rt = runtime_ref
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """As an ASGI app, for a scope whose path is one of ENDPOINTS."""
-        await self.serve(AsgiExchange(scope, receive, send), scope["path"])
 
     async def serve(self, exchange: Exchange, path: str) -> None:
         rt = self._rt()

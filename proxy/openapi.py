@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse
 from starlette.routing import Route
 
 from proxy.errors import ProxyError
+from proxy.exchange import send_error
 from proxy.handler import ENDPOINTS
 from proxy.live.window import WINDOWS
 
@@ -499,12 +500,19 @@ def install(app: FastAPI, gate: Any) -> None:
 
 
 class _Delegate:
-    """ASGI endpoint for a POST that reached the ops app: the same Handler serves it."""
+    """ASGI endpoint of the OpenAI routes in the ops app, so that other methods get a 405
+    naming POST. A POST never reaches it under `hybridgate serve` (our protocol serves the
+    OpenAI routes from the socket); under another ASGI server it says so."""
 
     def __init__(self, gate: Any) -> None:
         self._gate = gate
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        path = scope["path"]
-        scope = {**scope, "path": path if path.startswith("/v1/") else "/v1" + path}
-        await self._gate.handler(scope, receive, send)
+        err = ProxyError(
+            501,
+            "The OpenAI routes are served by hybridgate's own HTTP protocol "
+            "(hybridgate serve), not by the ASGI app under another server.",
+            type_="server_error",
+            code="not_implemented",
+        )
+        await send_error(send, err)

@@ -10,9 +10,10 @@ request path sees a disconnect and meters it as one. A deadline is met up to a t
 shorter timeout late (one sweep per event loop, not timers per request); the keep-alive
 timeout is kept by the same sweep instead of uvicorn's timer per answered request.
 
-POSTs to the OpenAI routes (exact paths, no query string) skip the ASGI cycle: the protocol
-hands them to the app's `Handler` as a `FastExchange` (proxy/fastpath.py). Everything else,
-including those routes under an unusual spelling, goes through uvicorn's ASGI cycle.
+POSTs to the OpenAI routes are served by one code path: the protocol hands them to the
+app's `Handler` as a `FastExchange` (proxy/fastpath.py), matched on the URL's path as ASGI
+would see it (query string dropped, percent-escapes decoded), without an ASGI cycle.
+Everything else (operator routes, other methods) goes through uvicorn's ASGI cycle.
 
 What uvicorn's protocol leaves open on a front door, closed here (docs/security.md, "The
 client side of HTTP/1.1"):
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
@@ -68,6 +70,12 @@ class _Refused(Exception):
 _UNCOUNTED = 1 << 40
 _CLOSED = -(1 << 60)  # no head open: a request's body is being read
 _UNFRAMED = 1 << 62  # an HTTP/1.0 answer's length: not known, delimited by the close
+
+
+def _route_path(url: bytes) -> bytes:
+    """The path a URL names, as uvicorn's ASGI scope would have it (`scope["path"]`)."""
+    path = httptools.parse_url(url).path or b""
+    return unquote_to_bytes(path) if b"%" in path else path
 
 
 class _Http10Cycle(RequestResponseCycle):
@@ -265,7 +273,7 @@ def guarded_protocol(
             super().connection_made(transport)
             self._head_seen = 0
             handler = getattr(self.app, "handler", None)
-            if isinstance(handler, Handler) and self.limit_concurrency is None:
+            if isinstance(handler, Handler):  # our app (always, but for uvicorn's own tests)
                 self._handler = handler
             sweeper = sweepers.get(self.loop)
             if sweeper is None:
@@ -304,8 +312,11 @@ def guarded_protocol(
             self._head_seen = _CLOSED
             self._deadline = self.loop.time() + body_timeout_s
             if self._handler is not None:
-                path = fast_urls.get(self.url)
-                if path is not None and not upgrade and parser.get_method() == b"POST":
+                url = self.url
+                path = fast_urls.get(url)
+                if path is None and (b"?" in url or b"%" in url or b"#" in url):
+                    path = fast_urls.get(_route_path(url))
+                if path is not None and parser.get_method() == b"POST":
                     self._start_fast(path)
                     return
             self._asgi_scope()

@@ -337,7 +337,7 @@ def read_answers_head(s: socket.socket) -> bytes:
 # ----------------------------------------------------------------- HTTP/1.0 streaming
 
 
-@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/chat/completions?via=asgi"])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/chat/completions?via=query"])
 def test_a_stream_to_an_http10_client_is_delimited_by_close(proxy: ProxyHandle, path: str) -> None:
     with connect(proxy) as s:
         s.sendall(post(path, STREAM, version="1.0"))
@@ -373,7 +373,7 @@ def _post_encoded(
     )
 
 
-@pytest.mark.parametrize("path", ["/v1/chat/completions", "/chat/completions?via=asgi"])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/chat/completions?via=query"])
 @pytest.mark.parametrize(
     ("encoding", "encode"),
     [

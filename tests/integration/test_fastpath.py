@@ -210,7 +210,7 @@ def test_streamed_answer_is_chunked_and_complete(proxy: ProxyHandle) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_query_string_takes_the_asgi_path_with_the_same_answer(proxy: ProxyHandle) -> None:
+def test_a_query_string_is_served_by_the_same_path_with_the_same_answer(proxy: ProxyHandle) -> None:
     with connect(proxy) as s:
         s.sendall(post("/v1/chat/completions?api-version=1") + post("/v1/chat/completions"))
         answers = Reader(s).read(2)
