@@ -4,8 +4,8 @@ Through ASGI, each proxied request paid for uvicorn's request cycle (an Event, a
 message dict per send, a regex over every response header), a second task to watch for
 the client leaving, and a timer per request: about a fifth of the proxy's CPU. Here the
 protocol (proxy/protocol.py) feeds the body in, the disconnect arrives as a callback, and
-the answer goes out as one write. Everything else on the connection (operator routes,
-upgrades, HTTP/1.0 quirks) stays on uvicorn's ASGI cycle; pipelined requests of both kinds
+the answer goes out as one write. Everything else on the connection (operator routes and
+other methods) stays on uvicorn's ASGI cycle; pipelined requests of both kinds
 are answered in order.
 
 A `FastExchange` stands where uvicorn's protocol keeps its current cycle, so it carries

@@ -36,10 +36,11 @@ from proxy.exchange import (
 from proxy.failover import failover_reason
 from proxy.metering.events import Attempt, UsageEvent
 from proxy.metering.gpu import GpuShare
-from proxy.metering.tokens import cheap_prompt_estimate, estimate_prompt_tokens
+from proxy.metering.tokens import cheap_prompt_estimate
+from proxy.metering.usage import estimate_usage, stream_usage, usage_from_body
 from proxy.router import Plan, PlannedTarget, RouteRequest
-from proxy.sse import USAGE_OBJECT, UsageTap
-from proxy.timeouts import timeouts_for
+from proxy.sse import UsageTap
+from proxy.timeouts import Deadline
 
 log = logging.getLogger("hybridgate.request")
 
@@ -336,7 +337,7 @@ class _Request:
         """Wait for a slot of the plan's last target until the request's deadline: True
         once one is taken, False when the deadline came first."""
         try:
-            async with _Deadline(self.deadline, self.exchange.task):
+            async with Deadline(self.deadline, self.exchange.task):
                 await slots.take()
         except TimeoutError:
             return False
@@ -357,7 +358,7 @@ class _Request:
         t_up = time.perf_counter()
         name = target.backend
         try:
-            async with _Deadline(self.deadline, self.exchange.task):
+            async with Deadline(self.deadline, self.exchange.task):
                 upstream = self.upstream = await backend.send(path, body, self.stream)
                 attempt.status = upstream.status
                 if upstream.status >= 400:
@@ -421,9 +422,9 @@ class _Request:
         try:
             await self._respond(200, raw, upstream.headers, name)
         finally:  # the answer first; its usage is counted whether or not it reached the client
-            _usage_from_body(raw, ev)
+            usage_from_body(raw, ev)
             if ev.prompt_tokens == 0 and ev.completion_tokens == 0:
-                _estimate_usage(ev, self.data, None, raw)
+                estimate_usage(ev, self.data, None, raw)
 
     async def _respond(self, status: int, body: bytes, upstream: Headers, backend: str) -> None:
         """A JSON answer with the upstream's passed-through headers and ours."""
@@ -530,7 +531,7 @@ class _Request:
             held = b""
         cut = expired = False
         # The stream's total deadline; none needed for a stream already whole in hand.
-        deadline = _NO_DEADLINE if held else _Deadline(self.stream_deadline, exchange.task)
+        deadline = _NO_DEADLINE if held else Deadline(self.stream_deadline, exchange.task)
         try:
             async with deadline:
                 async for data in self._chunks:
@@ -541,17 +542,17 @@ class _Request:
                         await exchange.send_chunk(out)
         except asyncio.CancelledError:
             upstream.close()
-            _stream_usage(ev, self.data, tap)
+            stream_usage(ev, self.data, tap)
             raise
         except Exception:
-            expired = isinstance(deadline, _Deadline) and deadline.fired
+            expired = isinstance(deadline, Deadline) and deadline.fired
             cut = True
             upstream.close()
         rest = tap.flush()
         if rest and _ERROR_KEY in rest and redact:
             rest = redact.bytes(rest)
         tail = held + rest
-        _stream_usage(ev, self.data, tap)
+        stream_usage(ev, self.data, tap)
         if expired:  # ours, not the backend's failure: its breaker is not told
             ev.outcome = "cut"
             ev.attempts[-1].reason = "stream_timeout"
@@ -593,16 +594,6 @@ async def _read_or_empty(upstream: UpstreamResponse) -> bytes:
         return b""
 
 
-def _stream_usage(ev: UsageEvent, data: dict[str, Any] | None, tap: UsageTap) -> None:
-    """Usage of a relayed stream: the upstream's, or an estimate flagged as such."""
-    usage = tap.usage()
-    if usage is not None:
-        _apply_usage(usage, ev)
-        if tap.saw_done or ev.completion_tokens >= tap.content_events - 1:
-            return
-    _estimate_usage(ev, data, tap, None)
-
-
 class _Failover(Exception):
     def __init__(self, reason: str, error: ProxyError) -> None:
         super().__init__(reason)
@@ -622,36 +613,6 @@ class _UpstreamError(ProxyError):
         return self._body
 
 
-class _Deadline:
-    """`asyncio.timeout_at` for the request path, for less: one entry in the loop's
-    Timeouts (proxy/timeouts.py) and a flag (asyncio's state machine and rescheduling were
-    ~7% of the proxy's CPU per request). TimeoutError at `when`; a cancellation from
-    elsewhere still propagates as such."""
-
-    __slots__ = ("_fired", "_handle", "_task", "_when")
-
-    def __init__(self, when: float, task: asyncio.Task[Any]) -> None:
-        self._when = when
-        self._task = task
-        self._fired = False
-
-    async def __aenter__(self) -> None:
-        self._handle = timeouts_for(self._task.get_loop()).at(self._when, _Deadline._fire, self)
-
-    def _fire(self) -> None:
-        self._fired = True
-        self._task.cancel()
-
-    @property
-    def fired(self) -> bool:
-        return self._fired
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: Any, tb: Any) -> None:
-        self._handle.cancel()
-        if self._fired and exc_type is asyncio.CancelledError and self._task.uncancel() == 0:
-            raise TimeoutError from exc
-
-
 def _upstream_body(data: dict[str, Any], model: str, stream: bool, vllm: bool) -> bytes:
     """The client's body with the upstream model, and usage reporting turned on for streams."""
     out = dict(data)
@@ -668,61 +629,3 @@ def _upstream_body(data: dict[str, Any], model: str, stream: bool, vllm: bool) -
         raise ProxyError(
             400, "Request body is nested too deeply (over 254 levels).", code="invalid_body"
         ) from None
-
-
-def _apply_usage(usage: dict[str, Any], ev: UsageEvent) -> None:
-    p = usage.get("prompt_tokens")
-    c = usage.get("completion_tokens")
-    ev.prompt_tokens = p if isinstance(p, int) and p >= 0 else 0
-    ev.completion_tokens = c if isinstance(c, int) and c >= 0 else 0
-    details = usage.get("prompt_tokens_details")
-    if isinstance(details, dict):
-        cached = details.get("cached_tokens")
-        if isinstance(cached, int) and cached >= 0:
-            ev.cached_tokens = min(cached, ev.prompt_tokens)
-
-
-def _usage_from_body(raw: bytes, ev: UsageEvent) -> None:
-    i = raw.rfind(b'"usage"')
-    if i < 0:
-        return
-    m = USAGE_OBJECT.match(raw, i)  # parsing the usage alone: cheaper than the answer whole
-    try:
-        if m is not None:
-            usage = orjson.loads(m.group(1))
-        else:  # another shape: parse the answer whole
-            data = orjson.loads(raw)
-            usage = data.get("usage") if isinstance(data, dict) else None
-    except orjson.JSONDecodeError:
-        return
-    if isinstance(usage, dict):
-        _apply_usage(usage, ev)
-
-
-def _estimate_usage(
-    ev: UsageEvent, data: dict[str, Any] | None, tap: UsageTap | None, raw: bytes | None
-) -> None:
-    """No usage from the upstream: count what we can and flag the event `estimated`.
-
-    Prompt tokens come from the request (tiktoken, loaded lazily); completion tokens
-    from the content events relayed (one token per event, as vLLM streams them) or
-    the text of a non-streamed answer.
-    """
-    from proxy.metering.tokens import count_text_tokens
-
-    ev.estimated = True
-    if ev.prompt_tokens == 0 and data is not None:
-        ev.prompt_tokens = estimate_prompt_tokens(data)
-    if tap is not None:
-        ev.completion_tokens = max(ev.completion_tokens, tap.content_events)
-    elif raw:
-        try:
-            data = orjson.loads(raw)
-            texts = [
-                c.get("message", {}).get("content") or c.get("text") or ""
-                for c in data.get("choices", [])
-                if isinstance(c, dict)
-            ]
-            ev.completion_tokens = sum(count_text_tokens(t) for t in texts if isinstance(t, str))
-        except Exception:
-            pass

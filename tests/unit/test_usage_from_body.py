@@ -6,8 +6,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from proxy.handler import _usage_from_body
 from proxy.metering.events import UsageEvent
+from proxy.metering.usage import usage_from_body
 
 ANSWERS = [
     # usage last, content quoting the word "usage"
@@ -38,7 +38,7 @@ ANSWERS = [
 def test_same_numbers_as_a_full_parse(answer: dict, indent: bool) -> None:
     raw = orjson.dumps(answer, option=orjson.OPT_INDENT_2 if indent else 0)
     ev = UsageEvent(request_id="r", started_at=0.0, endpoint="chat")
-    _usage_from_body(raw, ev)
+    usage_from_body(raw, ev)
     assert ev.prompt_tokens == answer["usage"]["prompt_tokens"]
     assert ev.completion_tokens == answer["usage"]["completion_tokens"]
 
@@ -46,5 +46,5 @@ def test_same_numbers_as_a_full_parse(answer: dict, indent: bool) -> None:
 @pytest.mark.parametrize("raw", [b'{"usage": null}', b'{"usage": {"prompt_tokens": 1', b"[]", b""])
 def test_no_usage_or_broken_answers_leave_the_event_alone(raw: bytes) -> None:
     ev = UsageEvent(request_id="r", started_at=0.0, endpoint="chat")
-    _usage_from_body(raw, ev)
+    usage_from_body(raw, ev)
     assert (ev.prompt_tokens, ev.completion_tokens) == (0, 0)
