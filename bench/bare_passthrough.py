@@ -9,7 +9,7 @@ until 2026-11-27) or `--client h1` (proxy/backends/h1client.py, hybridgate's cli
 
 `--server uvicorn` (the default) is uvicorn + raw ASGI; `--server raw` is an asyncio protocol
 on httptools answering straight from its callbacks (with `--client h1` only): the floor
-for hybridgate's fast path (proxy/fastpath.py), which also skips uvicorn's ASGI cycle.
+for hybridgate's fast path (proxy/server/fastpath.py), which also skips uvicorn's ASGI cycle.
 Both answer a stream whole, as one JSON-typed body: the floor of moving the bytes.
 """
 

@@ -37,7 +37,7 @@ from proxy.dialects.anthropic_stream import (  # noqa: E402
     AnthropicToOpenAIStream,
     OpenAIToAnthropicStream,
 )
-from proxy.sse import UsageTap  # noqa: E402
+from proxy.request.sse import UsageTap  # noqa: E402
 from tests.support.dialects import anthropic_sse, openai_sse  # noqa: E402
 
 TOKENS = 200

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from proxy.config import parse_config  # noqa: E402
 from proxy.metering.events import Attempt, UsageEvent  # noqa: E402
-from proxy.sse import UsageTap  # noqa: E402
+from proxy.request.sse import UsageTap  # noqa: E402
 from tests.support.servers import ManagedProcess, free_port, wait_http  # noqa: E402
 
 
@@ -94,7 +94,7 @@ def bench_relay(reps: int) -> list[tuple[str, float, float]]:
 
 
 def bench_metering(reps: int) -> list[tuple[str, float, float]]:
-    from proxy.app import HybridGateApp
+    from proxy.server.app import HybridGateApp
 
     cfg = parse_config("""
 gpu_pools: {h100: {gpus: 1, billing: rental, usd_per_gpu_hour: 2.5}}

@@ -291,7 +291,7 @@ class Limits(_Strict):
     upstream_max_body_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
     upstream_max_event_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
     # A request head (request line and header fields) is bounded as it arrives: over
-    # these, a 414 (URL) or 431 and the connection closed (proxy/protocol.py).
+    # these, a 414 (URL) or 431 and the connection closed (proxy/server/protocol.py).
     max_url_bytes: Annotated[int, Field(ge=64)] = 8 * 1024
     max_header_count: Annotated[int, Field(ge=8)] = 100
     max_head_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024

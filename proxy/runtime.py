@@ -12,16 +12,16 @@ import time
 from typing import Any
 
 from costing.prices import PriceTable
-from proxy.auth import Authenticator
 from proxy.backends import Backend, build_backend, upstream_caps
-from proxy.concurrency import Slots, TenantCaps, key_counter, tenant_counter
 from proxy.config import Config
-from proxy.control import ControlPlane
 from proxy.metering.meter import Meter, PoolFactory
-from proxy.metrics import Metrics
-from proxy.pricing import load_prices
-from proxy.redact import Redactor
-from proxy.router import Router
+from proxy.metering.pricing import load_prices
+from proxy.metering.prometheus import Metrics
+from proxy.request.auth import Authenticator
+from proxy.request.concurrency import Slots, TenantCaps, key_counter, tenant_counter
+from proxy.request.redact import Redactor
+from proxy.routing.control import ControlPlane
+from proxy.routing.router import Router
 from proxy.state import StateStore, build_state
 
 log = logging.getLogger("hybridgate")

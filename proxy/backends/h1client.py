@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from proxy.backends.base import UpstreamRefused
-from proxy.timeouts import timeouts_for
+from proxy.request.timeouts import timeouts_for
 
 # A stream stops being read from the upstream socket once this much waits to be relayed
 # (tests/integration/test_backpressure.py holds the proxy to it).

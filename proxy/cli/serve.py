@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def load_or_report(path: str, strict: bool = False):
     """The validated config, or None after printing every problem to stderr."""
     from proxy.config import ConfigError, load_config
-    from proxy.pricing import load_prices, price_problems
+    from proxy.metering.pricing import load_prices, price_problems
 
     try:
         config = load_config(path)
@@ -59,7 +59,7 @@ def run_serve(args: argparse.Namespace) -> int:
             return 2
         serve_workers(config, args.workers, args.host, args.port, args.config)
         return 0
-    from proxy.server import serve
+    from proxy.server.run import serve
 
     serve(config, host=args.host, port=args.port, config_path=args.config)
     return 0

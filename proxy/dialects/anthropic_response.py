@@ -15,7 +15,7 @@ from typing import Any, Literal
 import orjson
 
 from proxy.dialects import TokenUsage, TranslationError
-from proxy.errors import error_type_for
+from proxy.request.errors import error_type_for
 
 STOP_TO_FINISH = {
     "end_turn": "stop",

@@ -46,7 +46,7 @@ from proxy.live.window import (
     EventKey,
     WindowView,
 )
-from proxy.pricing import PoolPricing, engineering_cost, pool_cost
+from proxy.metering.pricing import PoolPricing, engineering_cost, pool_cost
 
 SCENARIOS: Final[tuple[str, ...]] = (
     "api_only",

@@ -12,8 +12,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from proxy.errors import ProxyError
 from proxy.live.window import WINDOWS
+from proxy.request.errors import ProxyError
 
 _ASSETS = {
     "app.js": "text/javascript; charset=utf-8",

@@ -1,6 +1,6 @@
 """Our token counts beside the engine's own, so traffic that bypasses the proxy shows.
 
-The engine metrics reader (proxy/engine_metrics.py) scrapes each self-hosted engine's
+The engine metrics reader (proxy/routing/engine_metrics.py) scrapes each self-hosted engine's
 token counters in the background. Every time a new engine reading appears, this pairs
 it with the proxy's own metered tokens for that backend at that moment. The first pair
 is the baseline; the gauge is how many more tokens the engine processed since then than

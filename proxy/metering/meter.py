@@ -21,7 +21,7 @@ from costing.prices import ModelPrice, PriceTable
 from proxy.config import Config
 from proxy.metering.events import UsageEvent
 from proxy.metering.gpu import GpuShare, PoolAccount
-from proxy.pricing import PoolPricing, api_request_cost, pool_pricing
+from proxy.metering.pricing import PoolPricing, api_request_cost, pool_pricing
 
 log = logging.getLogger("hybridgate.meter")
 
@@ -80,7 +80,7 @@ class Meter:
         self.events_finished = 0
 
     def reconfigure(self, config: Config, prices: PriceTable) -> None:
-        """A reload: new prices and routes, the same books (called by proxy/reload.py).
+        """A reload: new prices and routes, the same books (called by proxy/server/reload.py).
 
         Pool accounts carry on: their totals and the shares in flight are the books (a
         reload that removes a pool or changes its GPU count is refused before this).

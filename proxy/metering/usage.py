@@ -13,7 +13,7 @@ import orjson
 
 from proxy.metering.events import UsageEvent
 from proxy.metering.tokens import count_text_tokens, estimate_prompt_tokens
-from proxy.sse import USAGE_OBJECT, UsageTap
+from proxy.request.sse import USAGE_OBJECT, UsageTap
 
 
 def stream_usage(ev: UsageEvent, data: dict[str, Any] | None, tap: UsageTap) -> None:

@@ -18,10 +18,10 @@ from typing import Any
 
 import orjson
 
-from proxy.exchange import Receive, Scope, Send, read_body
 from proxy.metering.events import Attempt, UsageEvent
 from proxy.metering.shared_gpu import SharedPoolAccount
-from proxy.reload import Reloader
+from proxy.server.exchange import Receive, Scope, Send, read_body
+from proxy.server.reload import Reloader
 
 log = logging.getLogger("hybridgate.workers")
 

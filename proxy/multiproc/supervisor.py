@@ -140,9 +140,9 @@ class Supervisor:
 
 
 async def _supervise(sup: Supervisor, source: str | None) -> None:
-    from proxy.app import HybridGateApp, Serving
     from proxy.metering.shared_gpu import shared_pool_factory
     from proxy.multiproc.hub import Hub, HubReloader
+    from proxy.server.app import HybridGateApp, Serving
 
     # The hub's pools are the shared books, declared up now (before any worker starts).
     role = Serving(shared_pool_factory(sup.run_dir))

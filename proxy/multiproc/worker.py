@@ -20,13 +20,13 @@ from typing import Any
 import aiohttp
 import orjson
 
-from proxy.app import AsgiApp, HybridGateApp, Role
-from proxy.errors import ProxyError
-from proxy.exchange import Receive, Scope, Send, read_body, send_error
 from proxy.metering.events import UsageEvent
+from proxy.metering.prometheus import Metrics
 from proxy.metering.shared_gpu import shared_pool_factory
-from proxy.metrics import Metrics
 from proxy.multiproc.hub import CLIENT_HEADER, EVENTS_PATH
+from proxy.request.errors import ProxyError
+from proxy.server.app import AsgiApp, HybridGateApp, Role
+from proxy.server.exchange import Receive, Scope, Send, read_body, send_error
 
 log = logging.getLogger("hybridgate.workers")
 
@@ -252,7 +252,7 @@ def worker_main(config_path: str, sock: Any, run_dir: str, parent: int) -> None:
     import uvicorn
 
     from proxy.config import load_config
-    from proxy.server import uvicorn_options
+    from proxy.server.run import uvicorn_options
 
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the reloader takes it over
     _die_with_parent(parent)

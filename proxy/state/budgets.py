@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 
 from proxy.config import Config
-from proxy.errors import ProxyError
+from proxy.request.errors import ProxyError
 
 NANO = 1_000_000_000
 

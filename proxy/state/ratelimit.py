@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 
 from proxy.config import Config
-from proxy.errors import ProxyError
+from proxy.request.errors import ProxyError
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 upstream without bound.
 
 50 clients open long streams from a fast vLLM-like upstream and stop reading. The relay
-(proxy/fastpath.py) waits on uvicorn's flow control while the client socket is full; the
+(proxy/server/fastpath.py) waits on uvicorn's flow control while the client socket is full; the
 upstream client (proxy/backends/h1client.py) then stops reading the upstream socket past
 its high-water mark. The test sees that happen from the kernel's side (/proc/net/tcp: the upstream's
 bytes pile up unread in the proxy's sockets) while the upstream goes on generating far

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from proxy.config import parse_config
-from proxy.pricing import load_prices, price_problems
+from proxy.metering.pricing import load_prices, price_problems
 from tests.support.proxy import run_proxy
 from tests.support.sim import SimHandle, run_simulator
 

@@ -1,4 +1,4 @@
-"""HTTP/1.1 on the fast path (proxy/fastpath.py): the OpenAI routes served by our own
+"""HTTP/1.1 on the fast path (proxy/server/fastpath.py): the OpenAI routes served by our own
 protocol code instead of uvicorn's ASGI cycle, on raw sockets against a real proxy.
 
 Pipelining across both paths, Expect: 100-continue, Connection: close and HTTP/1.0,
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import httptools
 import pytest
 
-from proxy.fastpath import head
+from proxy.server.fastpath import head
 from tests.support.proxy import ProxyHandle, run_proxy
 from tests.support.sim import run_simulator
 

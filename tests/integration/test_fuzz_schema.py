@@ -1,6 +1,6 @@
 """Schemathesis against the proxy's own OpenAPI document, served by a real `hybridgate serve`.
 
-The document (proxy/openapi.py) describes the OpenAI routes of the raw-ASGI fast path as
+The document (proxy/server/openapi.py) describes the OpenAI routes of the raw-ASGI fast path as
 well as the FastAPI ops routes, so generated cases reach both. Positive cases follow the
 schema; negative ones break it. Either way the proxy must never answer 5xx itself, must
 answer every non-2xx in OpenAI's error shape, and its answers must match the document

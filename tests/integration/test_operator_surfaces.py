@@ -206,7 +206,7 @@ def test_keys_never_in_logs_metrics_or_errors(proxy: ProxyHandle, tmp_path: Path
 
 
 # Modules where keys are checked: every comparison there must be a digest comparison.
-KEY_MODULES = ["proxy/auth.py", "proxy/access.py"]
+KEY_MODULES = ["proxy/request/auth.py", "proxy/server/access.py"]
 _KEYISH = re.compile(r"key|token|secret|digest|password", re.I)
 
 

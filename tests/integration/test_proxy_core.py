@@ -418,7 +418,7 @@ def test_litellm_not_imported_without_a_litellm_backend(tmp_path: Path) -> None:
     code = f"""
 import asyncio, sys
 from proxy.config import load_config
-from proxy.app import HybridGateApp
+from proxy.server.app import HybridGateApp
 app = HybridGateApp(load_config({str(cfg)!r}))
 async def main():
     await app.runtime.start()

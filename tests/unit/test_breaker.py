@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from proxy.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from proxy.config import Breaker
+from proxy.routing.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 
 
 class Clock:

@@ -12,7 +12,7 @@ from proxy.live.compare import Context
 from proxy.live.report import build_report
 from proxy.live.window import Window
 from proxy.metering.events import UsageEvent
-from proxy.pricing import pool_pricing
+from proxy.metering.pricing import pool_pricing
 
 T0 = 1_800_000_000.0
 CONFIG = """

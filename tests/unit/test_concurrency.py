@@ -1,4 +1,4 @@
-"""Backend slots and tenant caps (proxy/concurrency.py) on a real event loop."""
+"""Backend slots and tenant caps (proxy/request/concurrency.py) on a real event loop."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from proxy.concurrency import Slots, TenantCaps
-from proxy.errors import ProxyError
+from proxy.request.concurrency import Slots, TenantCaps
+from proxy.request.errors import ProxyError
 
 
 def test_slots_are_taken_without_waiting_until_full() -> None:

@@ -1,4 +1,4 @@
-"""Request bodies in a Content-Encoding (proxy/exchange.py decode_body): what is decoded,
+"""Request bodies in a Content-Encoding (proxy/server/exchange.py decode_body): what is decoded,
 what is refused, and that inflation stops at the limit."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import zlib
 
 import pytest
 
-from proxy.errors import ProxyError
-from proxy.exchange import decode_body
+from proxy.request.errors import ProxyError
+from proxy.server.exchange import decode_body
 
 BODY = b'{"model": "chat", "messages": [{"role": "user", "content": "hi"}]}'
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from proxy.config import parse_config
-from proxy.metrics import Metrics
+from proxy.metering.prometheus import Metrics
 from proxy.runtime import Runtime
 
 CONFIG = """

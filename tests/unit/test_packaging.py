@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 _SERVE_WITHOUT_LITELLM = """
 import sys
-from proxy.app import HybridGateApp
+from proxy.server.app import HybridGateApp
 from proxy.config import parse_config
 cfg = parse_config('''
 backends:

@@ -17,12 +17,12 @@ import pytest
 from costing.prices import ModelPrice, PriceTable
 from proxy.backends import build_backend
 from proxy.config import Config
-from proxy.control import ControlPlane
-from proxy.engine_metrics import EngineSnapshot
-from proxy.health import DOWN
 from proxy.metering.meter import Meter
-from proxy.metrics import Metrics
-from proxy.router import NoRoute, Router, RouteRequest
+from proxy.metering.prometheus import Metrics
+from proxy.routing.control import ControlPlane
+from proxy.routing.engine_metrics import EngineSnapshot
+from proxy.routing.health import DOWN
+from proxy.routing.router import NoRoute, Router, RouteRequest
 
 PRICES = PriceTable(
     {

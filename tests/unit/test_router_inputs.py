@@ -9,8 +9,8 @@ import pytest
 
 from proxy.backends import build_backend
 from proxy.config import Backend
-from proxy.engine_metrics import context_windows, parse_engine_metrics
-from proxy.health import health_url
+from proxy.routing.engine_metrics import context_windows, parse_engine_metrics
+from proxy.routing.health import health_url
 from simulator.engine import FixedLatencyEngine
 from simulator.metrics import VllmMetrics
 

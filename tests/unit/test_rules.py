@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from proxy.config import Rule
-from proxy.rules import Rules
+from proxy.routing.rules import Rules
 
 
 def rules(*specs: dict) -> Rules:

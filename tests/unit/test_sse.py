@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy.backends.base import UpstreamRefused
-from proxy.sse import UsageTap, cut_inline_usage
+from proxy.request.sse import UsageTap, cut_inline_usage
 
 
 def _chunk(i: int, usage: dict | None = None) -> bytes:
@@ -184,7 +184,7 @@ def test_searching_from_the_end_relays_what_the_event_by_event_scan_does(
 def test_a_long_stream_is_counted_right_and_holds_little_to_count_later() -> None:
     """Events are counted lazily, but a long stream does not keep what it relayed: past the
     bound the held pieces are counted and let go, and the total still comes out exact."""
-    from proxy.sse import _MAX_UNCOUNTED
+    from proxy.request.sse import _MAX_UNCOUNTED
 
     stream = b"".join(_chunk(i) for i in range(3000)) + USAGE_CHUNK + DONE
     tap = UsageTap(strip_usage_chunk=True, strip_inline_usage=True, inline_expected=False)

@@ -13,8 +13,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from proxy.config import Config, parse_config
-from proxy.errors import ProxyError
 from proxy.metering.events import UsageEvent
+from proxy.request.errors import ProxyError
 from proxy.state import StateStore
 from proxy.state.memory import MemoryRemote
 from proxy.state.metrics import StateCollector

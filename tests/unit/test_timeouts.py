@@ -1,4 +1,4 @@
-"""The loop's Timeouts (proxy/timeouts.py): fired in time order, never early, never once
+"""The loop's Timeouts (proxy/request/timeouts.py): fired in time order, never early, never once
 cancelled, and the cancelled ones do not pile up."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import asyncio
 import pytest
 import uvloop
 
-from proxy.timeouts import Timeouts, timeouts_for
+from proxy.request.timeouts import Timeouts, timeouts_for
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -1,4 +1,4 @@
-"""proxy/protocol.py subclasses uvicorn's httptools protocol and overrides some of its
+"""proxy/server/protocol.py subclasses uvicorn's httptools protocol and overrides some of its
 methods, two of them private. uvicorn is pinned to a tested range in pyproject.toml; this
 test fails when the uvicorn installed is not the one those overrides were read against,
 so raising the pin means re-reading each changed method beside our override first.
@@ -15,7 +15,7 @@ from importlib.metadata import version
 import pytest
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from proxy.protocol import guarded_protocol
+from proxy.server.protocol import guarded_protocol
 
 TESTED_ON = "0.55.0"
 # uvicorn's methods we override: sha256 of their source in TESTED_ON, first 16 hex digits.
@@ -34,7 +34,7 @@ TESTED = {
 CALLERS = ("on_url", "on_header", "shutdown")
 # uvicorn's methods our overrides call.
 CALLED = ("_should_upgrade", "handle_websocket_upgrade", "send_400_response")
-# proxy/protocol.py's _Http10Cycle overrides RequestResponseCycle.send and sets the state
+# proxy/server/protocol.py's _Http10Cycle overrides RequestResponseCycle.send and sets the state
 # it reads (chunked_encoding, expected_content_length, keep_alive) before calling it.
 CYCLE_TESTED = {"send": "abdd8601b326a8da"}
 
@@ -65,7 +65,7 @@ def test_uvicorn_methods_we_override_are_unchanged(name: str) -> None:
     got = fingerprint(name)
     assert got == TESTED[name], (
         f"uvicorn {version('uvicorn')}'s HttpToolsProtocol.{name} differs from {TESTED_ON}'s: "
-        f"read it beside proxy/protocol.py's override, then set TESTED[{name!r}] = {got!r}"
+        f"read it beside proxy/server/protocol.py's override, then set TESTED[{name!r}] = {got!r}"
     )
 
 
@@ -80,7 +80,7 @@ def test_the_cycle_methods_we_override_are_unchanged(name: str) -> None:
     got = fingerprint(name, RequestResponseCycle)
     assert got == CYCLE_TESTED[name], (
         f"uvicorn {version('uvicorn')}'s RequestResponseCycle.{name} differs from "
-        f"{TESTED_ON}'s: read it beside proxy/protocol.py's _Http10Cycle, then set "
+        f"{TESTED_ON}'s: read it beside proxy/server/protocol.py's _Http10Cycle, then set "
         f"CYCLE_TESTED[{name!r}] = {got!r}"
     )
 

@@ -19,7 +19,7 @@ from proxy.live.compare import Context, regroup
 from proxy.live.report import build_report
 from proxy.live.window import Window
 from proxy.metering.events import UsageEvent
-from proxy.pricing import pool_pricing
+from proxy.metering.pricing import pool_pricing
 
 T0 = 1_800_000_000.0 - 1_800_000_000.0 % 3600  # a whole hour in unix time
 HOURLY = (100, 300, 200)

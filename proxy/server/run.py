@@ -12,12 +12,12 @@ log = logging.getLogger("hybridgate")
 
 def uvicorn_options(config: Config) -> dict[str, Any]:
     """uvicorn settings of every serving process (one, or each of `--workers N`)."""
-    from proxy.protocol import protocol_for
+    from proxy.server.protocol import protocol_for
 
     return {
         "loop": "uvloop",
         "http": protocol_for(config.limits),
-        # No route speaks WebSocket: no upgrade is performed (proxy/protocol.py refuses a
+        # No route speaks WebSocket: no upgrade is performed (proxy/server/protocol.py refuses a
         # request asking for one with a body, the bytes a front end would take for it).
         "ws": "none",
         "lifespan": "on",
@@ -41,7 +41,7 @@ def serve(
 ) -> None:
     import uvicorn
 
-    from proxy.app import HybridGateApp
+    from proxy.server.app import HybridGateApp
 
     for warning in warnings_for(config):
         log.warning("%s", warning)

@@ -1,7 +1,7 @@
 """What the request path needs from the HTTP server, and the ASGI helpers of the rest.
 
 The OpenAI routes read a body, answer once (whole or streamed), and must hear when the
-client leaves. `Exchange` is that surface, and `proxy.fastpath.FastExchange` its one
+client leaves. `Exchange` is that surface, and `proxy.server.fastpath.FastExchange` its one
 implementation, straight from our uvicorn protocol (no ASGI messages, no second task).
 The operator routes are plain ASGI; `read_body` and `send_error` serve them.
 """
@@ -13,7 +13,7 @@ import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from proxy.errors import ProxyError
+from proxy.request.errors import ProxyError
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]

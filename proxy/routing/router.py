@@ -25,8 +25,8 @@ from typing import Any
 
 from costing.prices import PriceTable
 from proxy.config import Config, ModelAlias, Spillover, Target
-from proxy.errors import ProxyError
-from proxy.rules import CompiledRule, Rules
+from proxy.request.errors import ProxyError
+from proxy.routing.rules import CompiledRule, Rules
 
 DEFAULT_COMPLETION_TOKENS = 256  # `cheapest` when the request sets no max_tokens
 

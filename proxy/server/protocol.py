@@ -11,7 +11,7 @@ shorter timeout late (one sweep per event loop, not timers per request); the kee
 timeout is kept by the same sweep instead of uvicorn's timer per answered request.
 
 POSTs to the OpenAI routes are served by one code path: the protocol hands them to the
-app's `Handler` as a `FastExchange` (proxy/fastpath.py), matched on the URL's path as ASGI
+app's `Handler` as a `FastExchange` (proxy/server/fastpath.py), matched on the URL's path as ASGI
 would see it (query string dropped, percent-escapes decoded), without an ASGI cycle.
 Everything else (operator routes, other methods) goes through uvicorn's ASGI cycle.
 
@@ -38,9 +38,9 @@ from urllib.parse import unquote_to_bytes
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from proxy.errors import error_body
-from proxy.fastpath import FastExchange, status_line
-from proxy.handler import FAST_PATHS, Handler
+from proxy.request.errors import error_body
+from proxy.request.handler import FAST_PATHS, Handler
+from proxy.server.fastpath import FastExchange, status_line
 
 _408_BODY = error_body("The request was not received in time.", "timeout_error", None, "timeout")
 _408 = (

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import orjson
 
-from proxy.failover import is_context_length_error
+from proxy.request.failover import is_context_length_error
 
 CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
 

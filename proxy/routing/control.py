@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from proxy.breaker import CLOSED, NOT_BACKEND_FAULTS, OPEN, CircuitBreaker
 from proxy.config import Config
-from proxy.engine_metrics import EngineMetricsReader
-from proxy.health import DOWN, UNKNOWN, UP, HealthChecker
-from proxy.metrics import Metrics
+from proxy.metering.prometheus import Metrics
+from proxy.routing.breaker import CLOSED, NOT_BACKEND_FAULTS, OPEN, CircuitBreaker
+from proxy.routing.engine_metrics import EngineMetricsReader
+from proxy.routing.health import DOWN, UNKNOWN, UP, HealthChecker
 
 log = logging.getLogger("hybridgate.control")
 

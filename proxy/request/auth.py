@@ -6,9 +6,9 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-from proxy.concurrency import key_counter, tenant_counter
 from proxy.config import Config
-from proxy.errors import ProxyError
+from proxy.request.concurrency import key_counter, tenant_counter
+from proxy.request.errors import ProxyError
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,7 +16,7 @@ class Principal:
     """Who is calling: the tenant label and the key's config name (never the key itself).
 
     `caps`: the concurrency caps this caller counts against, as
-    `(counter, limit, what)` (proxy/concurrency.py); empty when uncapped, so the request
+    `(counter, limit, what)` (proxy/request/concurrency.py); empty when uncapped, so the request
     path tests one attribute."""
 
     tenant: str

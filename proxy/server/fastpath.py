@@ -3,7 +3,7 @@
 Through ASGI, each proxied request paid for uvicorn's request cycle (an Event, a scope, a
 message dict per send, a regex over every response header), a second task to watch for
 the client leaving, and a timer per request: about a fifth of the proxy's CPU. Here the
-protocol (proxy/protocol.py) feeds the body in, the disconnect arrives as a callback, and
+protocol (proxy/server/protocol.py) feeds the body in, the disconnect arrives as a callback, and
 the answer goes out as one write. Everything else on the connection (operator routes and
 other methods) stays on uvicorn's ASGI cycle; pipelined requests of both kinds
 are answered in order.
@@ -20,8 +20,8 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
-from proxy.errors import error_body
-from proxy.exchange import ClientGone, Headers, too_large
+from proxy.request.errors import error_body
+from proxy.server.exchange import ClientGone, Headers, too_large
 
 log = logging.getLogger("hybridgate")
 
@@ -57,7 +57,7 @@ def head(status: int, headers: Headers, tail: bytes) -> bytes:
 
 
 class FastExchange:
-    """One request on the fast path (an `Exchange`, proxy/exchange.py)."""
+    """One request on the fast path (an `Exchange`, proxy/server/exchange.py)."""
 
     __slots__ = (
         "_body",
@@ -88,7 +88,7 @@ class FastExchange:
         expect_100: bool,
         http10: bool = False,
     ) -> None:
-        self.protocol = protocol  # uvicorn's HttpToolsProtocol, ours (proxy/protocol.py)
+        self.protocol = protocol  # uvicorn's HttpToolsProtocol, ours (proxy/server/protocol.py)
         self.path = path
         self.headers = headers
         self.keep_alive = keep_alive and not http10

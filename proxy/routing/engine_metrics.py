@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.config import Backend as BackendConfig
 from proxy.config import EngineMetrics
-from proxy.periodic import PerBackendLoops
+from proxy.routing.periodic import PerBackendLoops
 
 # metric name -> (snapshot field, how several series combine)
 _VLLM = {

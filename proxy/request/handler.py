@@ -5,8 +5,8 @@ auth → parse the minimum → router.plan → for each attempt: backend.send �
 
 Not FastAPI routes: the proxy forwards bodies it does not need to validate, so it parses
 only model/stream/stream_options with orjson and keeps per-request work to a few dict
-operations. It speaks to the HTTP server through an `Exchange` (proxy/exchange.py): plain
-ASGI anywhere, or straight from our own uvicorn protocol (proxy/fastpath.py).
+operations. It speaks to the HTTP server through an `Exchange` (proxy/server/exchange.py): plain
+ASGI anywhere, or straight from our own uvicorn protocol (proxy/server/fastpath.py).
 """
 
 from __future__ import annotations
@@ -22,25 +22,25 @@ from typing import Any
 
 import orjson
 
-from proxy.auth import Principal
 from proxy.backends.base import UpstreamFailure, UpstreamRefused, UpstreamResponse
-from proxy.concurrency import Slots, saturated_error
-from proxy.errors import ProxyError, error_body, normalize_upstream_error
-from proxy.exchange import (
+from proxy.metering.events import Attempt, UsageEvent
+from proxy.metering.gpu import GpuShare
+from proxy.metering.tokens import cheap_prompt_estimate
+from proxy.metering.usage import estimate_usage, stream_usage, usage_from_body
+from proxy.request.auth import Principal
+from proxy.request.concurrency import Slots, saturated_error
+from proxy.request.errors import ProxyError, error_body, normalize_upstream_error
+from proxy.request.failover import failover_reason
+from proxy.request.sse import UsageTap
+from proxy.request.timeouts import Deadline
+from proxy.routing.router import Plan, PlannedTarget, RouteRequest
+from proxy.server.exchange import (
     ClientGone,
     Exchange,
     Headers,
     check_declared_length,
     decode_body,
 )
-from proxy.failover import failover_reason
-from proxy.metering.events import Attempt, UsageEvent
-from proxy.metering.gpu import GpuShare
-from proxy.metering.tokens import cheap_prompt_estimate
-from proxy.metering.usage import estimate_usage, stream_usage, usage_from_body
-from proxy.router import Plan, PlannedTarget, RouteRequest
-from proxy.sse import UsageTap
-from proxy.timeouts import Deadline
 
 log = logging.getLogger("hybridgate.request")
 

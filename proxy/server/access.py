@@ -12,9 +12,9 @@ import hmac
 import ipaddress
 from collections.abc import Mapping
 
-from proxy.auth import bearer_token
 from proxy.config import MetricsAccess
-from proxy.errors import ProxyError
+from proxy.request.auth import bearer_token
+from proxy.request.errors import ProxyError
 
 
 class MetricsGuard:

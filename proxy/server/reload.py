@@ -28,7 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from proxy.config import Config, ConfigError, load_config, warnings_for
-from proxy.pricing import load_prices, price_problems
+from proxy.metering.pricing import load_prices, price_problems
 from proxy.runtime import Runtime
 
 log = logging.getLogger("hybridgate.reload")

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 from collections import deque
 
-from proxy.errors import ProxyError
+from proxy.request.errors import ProxyError
 
 # A full backend or a key at its cap: the wait is unknown; a second is the usual hint.
 RETRY_AFTER = (b"retry-after", b"1")

@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from proxy.hotmetrics import CounterFamily, Hist, HistFamily, HotCollector
 from proxy.metering.events import UsageEvent
+from proxy.metering.hotmetrics import CounterFamily, Hist, HistFamily, HotCollector
 
 # `_created` series double the scrape size and no panel uses them.
 disable_created_metrics()

@@ -20,7 +20,7 @@ from typing import Any
 
 from proxy.config import Backend as BackendConfig
 from proxy.config import HealthChecks
-from proxy.periodic import PerBackendLoops
+from proxy.routing.periodic import PerBackendLoops
 
 log = logging.getLogger("hybridgate.health")
 

@@ -17,22 +17,22 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from proxy.access import MetricsGuard
 from proxy.config import Config
-from proxy.errors import ProxyError, error_type_for
-from proxy.exchange import Receive, Scope, Send
-from proxy.handler import Handler
-from proxy.lifespan import run_lifespan
 from proxy.live import LiveCosts
 from proxy.live import register_routes as register_live_routes
 from proxy.metering.crosscheck import EngineCrossCheck
 from proxy.metering.meter import PoolFactory
+from proxy.metering.prometheus import Metrics
 from proxy.metering.request_log import RequestLog
-from proxy.metrics import Metrics
-from proxy.openapi import install as install_openapi
-from proxy.reload import Reloader
-from proxy.reload import register_routes as register_reload_routes
+from proxy.request.errors import ProxyError, error_type_for
+from proxy.request.handler import Handler
 from proxy.runtime import Runtime
+from proxy.server.access import MetricsGuard
+from proxy.server.exchange import Receive, Scope, Send
+from proxy.server.lifespan import run_lifespan
+from proxy.server.openapi import install as install_openapi
+from proxy.server.reload import Reloader
+from proxy.server.reload import register_routes as register_reload_routes
 from proxy.state import build_state
 from proxy.state.metrics import StateCollector
 
@@ -129,7 +129,7 @@ class HybridGateApp:
         self.ops = self.role.wire(self)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # The OpenAI routes never come this way: the protocol serves them (proxy/protocol.py).
+        # The OpenAI routes never come this way: our protocol serves them (server/protocol.py).
         if scope["type"] == "lifespan":
             await run_lifespan(receive, send, self._startup, self._shutdown)
             return

@@ -25,10 +25,10 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.routing import Route
 
-from proxy.errors import ProxyError
-from proxy.exchange import send_error
-from proxy.handler import ENDPOINTS
 from proxy.live.window import WINDOWS
+from proxy.request.errors import ProxyError
+from proxy.request.handler import ENDPOINTS
+from proxy.server.exchange import send_error
 
 _REF = "#/components/schemas/"
 _NULL: dict[str, Any] = {"type": "null"}

@@ -125,7 +125,7 @@ def timeouts_for(loop: asyncio.AbstractEventLoop) -> Timeouts:
 
 class Deadline:
     """`asyncio.timeout_at` for the request path, for less: one entry in the loop's
-    Timeouts (proxy/timeouts.py) and a flag (asyncio's state machine and rescheduling were
+    Timeouts (proxy/request/timeouts.py) and a flag (asyncio's state machine and rescheduling were
     ~7% of the proxy's CPU per request). TimeoutError at `when`; a cancellation from
     elsewhere still propagates as such."""
 
