@@ -12,15 +12,14 @@ import contextlib
 import gzip
 import json
 import socket
-import time
 import zlib
 from collections.abc import Iterator
 
-import httptools
 import httpx
 import pytest
 
 from tests.support.proxy import ProxyHandle, run_proxy
+from tests.support.rawhttp import Answer, parse, read_answers
 from tests.support.sim import run_simulator
 
 KEY = "sk-client-protocol-test-key"
@@ -57,47 +56,6 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyHandle]:
             yield p
 
 
-class Answer:
-    def __init__(self) -> None:
-        self.status = 0
-        self.version = ""
-        self.headers: dict[bytes, bytes] = {}
-        self.body = b""
-        self.done = False
-
-
-class Reader:
-    """Parses answers off a raw socket until the server closes it (or `timeout`)."""
-
-    def __init__(self) -> None:
-        self.answers: list[Answer] = []
-        self.parser = httptools.HttpResponseParser(self)
-        self.error: Exception | None = None
-
-    def on_message_begin(self) -> None:
-        self.answers.append(Answer())
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.answers[-1].headers[name.lower()] = value
-
-    def on_headers_complete(self) -> None:
-        self.answers[-1].status = self.parser.get_status_code()
-        self.answers[-1].version = self.parser.get_http_version()
-
-    def on_body(self, body: bytes) -> None:
-        self.answers[-1].body += body
-
-    def on_message_complete(self) -> None:
-        self.answers[-1].done = True
-
-    def feed(self, data: bytes) -> None:
-        if self.error is None:
-            try:
-                self.parser.feed_data(data)
-            except httptools.HttpParserError as exc:
-                self.error = exc
-
-
 def read_all(s: socket.socket, timeout: float = 10.0) -> tuple[bytes, bool]:
     """Everything the server sends until it closes the connection: (bytes, closed)."""
     s.settimeout(timeout)
@@ -110,28 +68,6 @@ def read_all(s: socket.socket, timeout: float = 10.0) -> tuple[bytes, bool]:
     except OSError:  # reset: the server closed with our bytes unread
         pass
     return got, True
-
-
-def read_answers(s: socket.socket, n: int, timeout: float = 10.0) -> list[Answer]:
-    """`n` complete answers, or fewer if the connection closes first."""
-    reader = Reader()
-    s.settimeout(timeout)
-    deadline = time.monotonic() + timeout
-    while sum(a.done for a in reader.answers) < n and time.monotonic() < deadline:
-        try:
-            data = s.recv(65536)
-        except OSError:
-            break
-        if not data:
-            break
-        reader.feed(data)
-    return [a for a in reader.answers if a.done]
-
-
-def parse(data: bytes) -> Reader:
-    reader = Reader()
-    reader.feed(data)
-    return reader
 
 
 def connect(proxy: ProxyHandle) -> socket.socket:

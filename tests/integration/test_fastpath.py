@@ -12,11 +12,11 @@ import socket
 import time
 from collections.abc import Iterator
 
-import httptools
 import pytest
 
 from proxy.server.fastpath import head
 from tests.support.proxy import ProxyHandle, run_proxy
+from tests.support.rawhttp import Reader
 from tests.support.sim import run_simulator
 
 KEY = "sk-fastpath-test-key"
@@ -38,51 +38,6 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyHandle]:
         }
         with run_proxy(tmp, config) as p:
             yield p
-
-
-class Answer:
-    def __init__(self) -> None:
-        self.status = 0
-        self.headers: dict[bytes, bytes] = {}
-        self.body = b""
-        self.done = False
-
-
-class Reader:
-    """Reads answers off a raw socket, one after another, as a client would."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.answers: list[Answer] = []
-        self.parser = httptools.HttpResponseParser(self)
-        self.eof = False
-
-    def on_message_begin(self) -> None:
-        self.answers.append(Answer())
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.answers[-1].headers[name.lower()] = value
-
-    def on_headers_complete(self) -> None:
-        self.answers[-1].status = self.parser.get_status_code()
-
-    def on_body(self, body: bytes) -> None:
-        self.answers[-1].body += body
-
-    def on_message_complete(self) -> None:
-        self.answers[-1].done = True
-
-    def read(self, n: int, timeout: float = 10.0) -> list[Answer]:
-        """Until `n` complete answers (or the connection closes)."""
-        deadline = time.monotonic() + timeout
-        self.sock.settimeout(timeout)
-        while sum(a.done for a in self.answers) < n and time.monotonic() < deadline:
-            data = self.sock.recv(65536)
-            if not data:
-                self.eof = True
-                break
-            self.parser.feed_data(data)
-        return [a for a in self.answers if a.done]
 
 
 def connect(proxy: ProxyHandle) -> socket.socket:
