@@ -9,8 +9,30 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
 
 say() { echo "[test.sh $(date +%H:%M:%S)] $*"; }
 
+# The real engine's cold build (llama-server, ~12 min of 2 cores) is the longest step: it
+# starts first, in the background and at a lower priority, and the install, lint and the
+# parallel pytest pass run beside it; the serial pass, which holds the engine's tests,
+# waits for it. Its output goes to a log, printed if it fails.
+engine_pid=""
+engine_log="$(mktemp -t hybridgate-engine.XXXXXX)"
+stop_engine_build() { [ -z "$engine_pid" ] || kill -- "-$engine_pid" 2>/dev/null || true; }
+trap stop_engine_build EXIT
+if [ "${HYBRIDGATE_SKIP_ENGINE:-0}" != 1 ] && [ -f scripts/llama_engine.py ]; then
+  say "building/locating the real engine in the background (llama.cpp llama-server + Gemma 3 270M; log $engine_log)"
+  set -m  # its own process group, so a failing run stops the whole build
+  nice -n 10 python3 scripts/llama_engine.py install >"$engine_log" 2>&1 &
+  engine_pid=$!
+  set +m
+fi
+
 say "installing hybridgate and its test dependencies (pip)"
-python3 -m pip install -q -e '.[test]' 2>&1 | grep -vE "^WARNING: (Location|Running pip)" || true
+pip_log="$(mktemp -t hybridgate-pip.XXXXXX)"
+if ! python3 -m pip install -q -e '.[test]' >"$pip_log" 2>&1; then
+  cat "$pip_log" >&2
+  echo "pip install failed" >&2
+  exit 1
+fi
+grep -vE "^WARNING: (Location|Running pip)" "$pip_log" || true
 
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
@@ -24,10 +46,18 @@ if [ ${#missing[@]} -gt 0 ]; then
     $(printf '%s\n' "${missing[@]}" | sort -u) >/dev/null
 fi
 
-if [ "${HYBRIDGATE_SKIP_ENGINE:-0}" != 1 ] && [ -f scripts/llama_engine.py ]; then
-  say "building/locating the real engine (llama.cpp llama-server + Gemma 3 270M)"
-  python3 scripts/llama_engine.py install
-fi
+wait_for_engine() {
+  [ -n "$engine_pid" ] || return 0
+  say "waiting for the real engine's build"
+  if ! wait "$engine_pid"; then
+    tail -60 "$engine_log" >&2
+    echo "the real engine could not be installed (scripts/llama_engine.py install)" >&2
+    engine_pid=""
+    exit 1
+  fi
+  engine_pid=""
+  grep -E "^\[llama-engine\] (installed|engine|binary|model|build took|done)" "$engine_log" || tail -3 "$engine_log"
+}
 
 say "lint (ruff)"
 ruff check .
@@ -40,6 +70,7 @@ ruff format --check . >/dev/null || { ruff format --diff . | head -50; exit 1; }
 # Arguments go to both passes; a pass that selects nothing (exit 5) is fine, both doing so fails.
 set +e
 if [ "${HYBRIDGATE_TEST_WORKERS:-2}" = 0 ]; then
+  wait_for_engine
   say "pytest (one serial pass)"
   python3 -m pytest -q -p no:cacheprovider --durations=15 "$@"
   codes=($?)
@@ -48,6 +79,7 @@ else
   python3 -m pytest -q -p no:cacheprovider --durations=15 -n "${HYBRIDGATE_TEST_WORKERS:-2}" \
     --dist loadfile -m "not soak and not serial" "$@"
   codes=($?)
+  wait_for_engine
   say "pytest: serial pass (timing comparisons with the upstream's own clock)"
   python3 -m pytest -q -p no:cacheprovider --durations=15 -m "serial and not soak" "$@"
   codes+=($?)
