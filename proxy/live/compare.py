@@ -305,7 +305,10 @@ def comparison(
     out["capacity"] = capacity
     eng = engineering_cost(ctx.config.engineering)
     # Each alias at its own model's rates: one price, weighted by each alias's tokens.
-    api = blended_price((ctx.prices.get(group.api_models[a]), *per_alias[a]) for a in group.aliases)
+    api = blended_price(
+        (ctx.prices.get(group.api_models[a]), per_alias[a][0], per_alias[a][1], per_alias[a][2])
+        for a in group.aliases
+    )
     profile = live_profile(
         t["requests"], t["prompt_tokens"], t["completion_tokens"], t["cached_tokens"],
         ws, curve, hours,

@@ -20,7 +20,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from proxy.engine_metrics import EngineMetricsReader
+    from proxy.routing.engine_metrics import EngineMetricsReader
 
 KINDS = (("prompt", 0), ("completion", 1))
 
