@@ -15,7 +15,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from costing.api import blended_price
 from costing.breakeven import breakeven
@@ -48,6 +48,9 @@ from proxy.live.window import (
 )
 from proxy.metering.pricing import PoolPricing, engineering_cost, pool_cost
 
+if TYPE_CHECKING:
+    from proxy.runtime import Runtime
+
 SCENARIOS: Final[tuple[str, ...]] = (
     "api_only",
     "selfhosted_only",
@@ -71,7 +74,7 @@ class Context:
     hours_per_month: float
 
     @classmethod
-    def from_runtime(cls, rt: Any) -> Context:
+    def from_runtime(cls, rt: Runtime) -> Context:
         return cls(rt.config, rt.prices, dict(rt.meter.pricing), rt.meter.hours_per_month)
 
 
