@@ -117,14 +117,18 @@ def blended_price(parts: Iterable[tuple[ModelPrice, float, float, float]]) -> Mo
     if not rows:
         raise ValueError("blended_price needs at least one price")
 
-    def weighted(rate: Callable[[ModelPrice], float], weight: int) -> float:
-        total = sum(r[weight] for r in rows)
+    prices = [r[0] for r in rows]
+
+    def weighted(rate: Callable[[ModelPrice], float], tokens: list[float]) -> float:
+        total = sum(tokens)
         if total <= 0:
-            return sum(rate(r[0]) for r in rows) / len(rows)
-        return sum(rate(r[0]) * r[weight] for r in rows) / total
+            return sum(rate(p) for p in prices) / len(prices)
+        return sum(rate(p) * n for p, n in zip(prices, tokens, strict=True)) / total
 
     return ModelPrice(
-        input=weighted(lambda p: p.input, 1),
-        output=weighted(lambda p: p.output, 2),
-        cached_input=weighted(lambda p: p.input if p.cached_input is None else p.cached_input, 3),
+        input=weighted(lambda p: p.input, [r[1] for r in rows]),
+        output=weighted(lambda p: p.output, [r[2] for r in rows]),
+        cached_input=weighted(
+            lambda p: p.input if p.cached_input is None else p.cached_input, [r[3] for r in rows]
+        ),
     )

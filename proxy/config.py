@@ -423,12 +423,24 @@ def _pydantic_problems(exc: ValidationError) -> list[str]:
     return sorted(set(problems), key=problems.index)
 
 
+def _section(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """A mapping of the raw config, or {} when it is missing or not one."""
+    value = raw.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _entries(raw: Mapping[str, Any], key: str) -> list[Any]:
+    """A list of the raw config, or [] when it is missing or not one."""
+    value = raw.get(key)
+    return value if isinstance(value, list) else []
+
+
 def _reference_problems(raw: Mapping[str, Any]) -> list[str]:
     """Cross-references pydantic cannot see: backends, pools and aliases named elsewhere."""
     problems: list[str] = []
-    backends = raw.get("backends") if isinstance(raw.get("backends"), dict) else {}
-    pools = raw.get("gpu_pools") if isinstance(raw.get("gpu_pools"), dict) else {}
-    models = raw.get("models") if isinstance(raw.get("models"), dict) else {}
+    backends = _section(raw, "backends")
+    pools = _section(raw, "gpu_pools")
+    models = _section(raw, "models")
     for name, backend in backends.items():
         if (
             isinstance(backend, dict)
@@ -465,17 +477,14 @@ def _reference_problems(raw: Mapping[str, Any]) -> list[str]:
             )
         if spec.get("strategy") == "spillover" and isinstance(targets, list) and targets:
             first = targets[0] if isinstance(targets[0], dict) else {}
-            b = (
-                backends.get(first.get("backend"))
-                if isinstance(first.get("backend"), str)
-                else None
-            )
+            first_backend = first.get("backend")
+            b = backends.get(first_backend) if isinstance(first_backend, str) else None
             if isinstance(b, dict) and b.get("pool") is None:
                 problems.append(
                     f"models.{alias}.targets[0]: strategy 'spillover' needs a "
                     f"self-hosted first target (a backend with 'pool:')"
                 )
-    rules = raw.get("rules") if isinstance(raw.get("rules"), list) else []
+    rules = _entries(raw, "rules")
     for i, rule in enumerate(rules):
         if (
             isinstance(rule, dict)
@@ -485,9 +494,9 @@ def _reference_problems(raw: Mapping[str, Any]) -> list[str]:
             problems.append(
                 f"rules[{i}].route_to: unknown model alias '{rule['route_to']}'{_known(models)}"
             )
-    auth = raw.get("auth") if isinstance(raw.get("auth"), dict) else {}
-    tenants = raw.get("tenants") if isinstance(raw.get("tenants"), dict) else {}
-    keys = auth.get("keys") if isinstance(auth.get("keys"), list) else []
+    auth = _section(raw, "auth")
+    tenants = _section(raw, "tenants")
+    keys = _entries(auth, "keys")
     seen: dict[str, int] = {}
     for i, entry in enumerate(keys):
         if not isinstance(entry, dict):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from costing.prices import PriceTable
@@ -65,7 +66,7 @@ class Runtime:
                 self.backends[name] = build_backend(name, b, config.limits)
                 self.slots[name] = Slots(b.max_concurrency)
         # Requests in flight per capped key and tenant: one count across a reload.
-        self.caps = TenantCaps(previous.caps.counts if previous is not None else None)
+        self.caps: TenantCaps = TenantCaps(previous.caps.counts if previous is not None else None)
         self.inflight: dict[str, int] = previous.inflight if previous is not None else {}
         for name in config.backends:
             self.inflight.setdefault(name, 0)
@@ -80,12 +81,12 @@ class Runtime:
         # runtimes (reload reconfigures it); a meter gets the store's sink when created.
         if state is None and previous is not None:
             state = previous.state
-        self._owns_state = state is None if previous is None else previous._owns_state
-        self.state = state if state is not None else build_state(config)
+        self._owns_state: bool = state is None if previous is None else previous._owns_state
+        self.state: StateStore = state if state is not None else build_state(config)
         self.state.configure(config)
         if meter is None and records_spend:
             self.meter.add_slow_sink(self.state.record)
-        self.control = ControlPlane(
+        self.control: ControlPlane = ControlPlane(
             config, self.backends, metrics, previous.control if previous is not None else None
         )
         self.router = Router(
@@ -97,24 +98,29 @@ class Runtime:
         )
         self._engine = {name: b.engine_kind for name, b in config.backends.items()}
         for name in config.backends:
-            metrics.inflight.labels(name).set_function(lambda n=name: self.inflight[n])
-            slots = self.slots[name]
-            metrics.queued.labels(name).set_function(
-                lambda s=slots, n=name: s.waiting + self.worker_queued.get(n, 0)
-            )
+            metrics.inflight.labels(name).set_function(self._inflight_gauge(name))
+            metrics.queued.labels(name).set_function(self._queued_gauge(name, self.slots[name]))
         counts = self.caps.counts
         for i, k in enumerate(config.auth.keys):
             if k.max_concurrency is not None:
                 key = k.name or f"key{i}"
-                c = key_counter(key)
-                metrics.key_inflight.labels(key).set_function(lambda c=c: counts.get(c, 0))
+                metrics.key_inflight.labels(key).set_function(
+                    _count_gauge(counts, key_counter(key))
+                )
         for tenant, spec in config.tenants.items():
             if spec.max_concurrency is not None:
-                c = tenant_counter(tenant)
-                metrics.tenant_inflight.labels(tenant).set_function(lambda c=c: counts.get(c, 0))
+                metrics.tenant_inflight.labels(tenant).set_function(
+                    _count_gauge(counts, tenant_counter(tenant))
+                )
         for name, b in config.backends.items():
             kind = "self_hosted" if b.self_hosted else "api"
             metrics.backend_info.labels(name, kind, b.pool or "").set(1)
+
+    def _inflight_gauge(self, name: str) -> Callable[[], float]:
+        return lambda: self.inflight[name]
+
+    def _queued_gauge(self, name: str, slots: Slots) -> Callable[[], float]:
+        return lambda: slots.waiting + self.worker_queued.get(name, 0)
 
     def gauges(self) -> dict[str, int]:
         """What a worker reports for the hub to sum: requests in flight per backend, queued
@@ -191,3 +197,9 @@ class Runtime:
             "details": self.control.details(),
             "state": self.state.health(),
         }
+
+
+def _count_gauge(counts: dict[str, int], counter: str) -> Callable[[], float]:
+    """A gauge function reading one in-flight counter (a function per counter, not a
+    lambda in a loop: each reads its own)."""
+    return lambda: counts.get(counter, 0)

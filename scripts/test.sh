@@ -63,6 +63,9 @@ say "lint (ruff)"
 ruff check .
 ruff format --check . >/dev/null || { ruff format --diff . | head -50; exit 1; }
 
+say "type check (mypy; config in pyproject.toml, cache under /tmp)"
+python3 -m mypy
+
 # Two passes: most tests on ${HYBRIDGATE_TEST_WORKERS:-2} xdist workers (--dist loadfile: a
 # module's tests share one worker, so its module-scoped stack starts once), then the tests
 # marked `serial` (they compare timings with the simulator's or engine's own clock) alone, so

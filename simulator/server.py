@@ -15,7 +15,7 @@ import math
 import os
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from aiohttp import web
@@ -162,6 +162,7 @@ class SimServer:
         await self.engine.stop()
 
     async def _listen(self) -> None:
+        assert self.runner is not None  # start() set it up
         site = web.TCPSite(self.runner, self.cfg.host, self.port, reuse_address=True)
         await site.start()
         self._main_site = site
@@ -169,7 +170,9 @@ class SimServer:
 
     @staticmethod
     def _bound_port(site: web.TCPSite) -> int:
-        server = site._server  # aiohttp keeps the asyncio server private
+        # aiohttp keeps the asyncio server private (typed as AbstractServer, which has no
+        # `sockets`; it is an asyncio or uvloop Server)
+        server = cast("asyncio.Server | None", site._server)
         assert server is not None and server.sockets
         return int(server.sockets[0].getsockname()[1])
 
@@ -239,7 +242,7 @@ class SimServer:
                     headers["request-id"] = rid
                 elif not self.vllm:
                     headers["x-request-id"] = rid
-                resp = await self._admit(request, rec, headers)
+                resp: web.StreamResponse | None = await self._admit(request, rec, headers)
                 if resp is None:
                     resp = await handler(request, rec, headers)
                 rec.status = resp.status

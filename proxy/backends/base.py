@@ -26,8 +26,11 @@ class UpstreamResponse(Protocol):
     status: int
     headers: list[tuple[bytes, bytes]]
     """Headers worth passing to the client (content-type, request id, rate limits)."""
-    complete: bool
-    """The whole answer has arrived and been handed on: a relay can send its end at once."""
+
+    @property
+    def complete(self) -> bool:
+        """The whole answer has arrived and been handed on: a relay can send its end at once."""
+        ...
 
     async def read(self) -> bytes: ...
 

@@ -402,6 +402,8 @@ class H1Response:
     """One upstream answer; `close()` drops the connection (the upstream stops the work)."""
 
     __slots__ = ("_conn", "_pool", "headers", "raw_headers", "status")
+    headers: list[tuple[bytes, bytes]]
+    """Set by the backend: the upstream headers worth passing on (UpstreamResponse)."""
 
     def __init__(self, pool: H1Pool, conn: _Conn) -> None:
         self._pool = pool

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from proxy.backends.base import UpstreamFailure
+from proxy.backends.base import UpstreamFailure, UpstreamResponse
 from proxy.config import Backend as BackendConfig
 
 _litellm: Any = None
@@ -111,7 +111,7 @@ class LiteLLMBackend:
         # Import off the event loop, before the first request needs it.
         await asyncio.to_thread(_import_litellm)
 
-    async def send(self, path: str, body: bytes, stream: bool) -> Any:
+    async def send(self, path: str, body: bytes, stream: bool) -> UpstreamResponse:
         litellm = _import_litellm()
         data = orjson.loads(body)
         kwargs = dict(data)

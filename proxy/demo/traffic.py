@@ -82,7 +82,8 @@ class Plan:
         mean_rps × day_rate(t / duration), by thinning a homogeneous one."""
         rng = random.Random(self.seed)
         peak = self.mean_rps * max(DAY_SHAPE)
-        t, out = 0.0, []
+        t = 0.0
+        out: list[float] = []
         while True:
             t += rng.expovariate(peak)
             if t >= self.duration_s:

@@ -246,13 +246,13 @@ def _messages_to_anthropic(
             else:
                 out.append({"role": "user", "content": content})
         elif role == "assistant":
-            content = m.get("content")
+            said = m.get("content")
             calls = m.get("tool_calls") or []
             if not isinstance(calls, list):
                 raise TranslationError("tool_calls must be an array", f"{param}.tool_calls")
             if m.get("refusal") is not None:
                 raise _refuse(f"{param}.refusal", "assistant refusals cannot be replayed")
-            text = None if content is None else _text_of(content, f"{param}.content")
+            text = None if said is None else _text_of(said, f"{param}.content")
             if not calls:
                 out.append({"role": "assistant", "content": text or ""})
                 continue

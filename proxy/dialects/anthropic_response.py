@@ -17,7 +17,8 @@ import orjson
 from proxy.dialects import TokenUsage, TranslationError
 from proxy.request.errors import error_type_for
 
-STOP_TO_FINISH = {
+# Keyed `str | None`: looked up with whatever the upstream sent (absent included).
+STOP_TO_FINISH: dict[str | None, str] = {
     "end_turn": "stop",
     "stop_sequence": "stop",
     "max_tokens": "length",
@@ -224,7 +225,7 @@ def _openai_to_anthropic_response(body: dict[str, Any], thinking: ThinkingOut) -
 
 
 # -- errors -----------------------------------------------------------------------------
-ANTHROPIC_STATUS = {
+ANTHROPIC_STATUS: dict[str | None, int] = {
     "invalid_request_error": 400,
     "authentication_error": 401,
     "permission_error": 403,
@@ -234,7 +235,7 @@ ANTHROPIC_STATUS = {
     "api_error": 500,
     "overloaded_error": 529,
 }
-_TYPE_BY_STATUS = {v: k for k, v in ANTHROPIC_STATUS.items()}
+_TYPE_BY_STATUS = {v: k for k, v in ANTHROPIC_STATUS.items() if k is not None}
 
 
 def anthropic_error_type(status: int) -> str:

@@ -230,8 +230,8 @@ class AnthropicToOpenAIStream:
             usage = orjson.dumps(openai_usage(self.usage))
             return self._head + b'[],"usage":' + usage + b"}\n\n" + DONE
         if kind == "error":
-            kind = (ev.get("error") or {}).get("type")
-            self.error = anthropic_error_to_openai(ANTHROPIC_STATUS.get(kind, 500), ev)
+            error_type = (ev.get("error") or {}).get("type")
+            self.error = anthropic_error_to_openai(ANTHROPIC_STATUS.get(error_type, 500), ev)
             self.done = True
             return b"data: " + orjson.dumps(self.error) + b"\n\n" + DONE
         return b""
@@ -322,7 +322,7 @@ class OpenAIToAnthropicStream:
         self._started = True
         self.id = _str(chunk.get("id"))
         self.model = _str(chunk.get("model"))
-        msg = {
+        msg: dict[str, Any] = {
             "id": self.id,
             "type": "message",
             "role": "assistant",

@@ -15,7 +15,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from costing.api import blended_price
 from costing.breakeven import breakeven
@@ -48,6 +48,9 @@ from proxy.live.window import (
 )
 from proxy.metering.pricing import PoolPricing, engineering_cost, pool_cost
 
+if TYPE_CHECKING:
+    from proxy.runtime import Runtime
+
 SCENARIOS: Final[tuple[str, ...]] = (
     "api_only",
     "selfhosted_only",
@@ -71,7 +74,7 @@ class Context:
     hours_per_month: float
 
     @classmethod
-    def from_runtime(cls, rt: Any) -> Context:
+    def from_runtime(cls, rt: Runtime) -> Context:
         return cls(rt.config, rt.prices, dict(rt.meter.pricing), rt.meter.hours_per_month)
 
 
@@ -305,7 +308,10 @@ def comparison(
     out["capacity"] = capacity
     eng = engineering_cost(ctx.config.engineering)
     # Each alias at its own model's rates: one price, weighted by each alias's tokens.
-    api = blended_price((ctx.prices.get(group.api_models[a]), *per_alias[a]) for a in group.aliases)
+    api = blended_price(
+        (ctx.prices.get(group.api_models[a]), per_alias[a][0], per_alias[a][1], per_alias[a][2])
+        for a in group.aliases
+    )
     profile = live_profile(
         t["requests"], t["prompt_tokens"], t["completion_tokens"], t["cached_tokens"],
         ws, curve, hours,

@@ -240,7 +240,7 @@ def _series(view: WindowView, ctx: Context) -> dict[str, Any]:
     requests = group(sum_columns((frame.events[k][REQUESTS] for k in keys), n))
     actual = group(sum_columns((frame.events[k][COST] for k in keys), n))
     counterfactual = group(sum_columns((frame.events[k][COUNTERFACTUAL] for k in keys), n))
-    gpu: dict[str, dict[str, list[float | None]]] = {}
+    gpu: dict[str, dict[str, Sequence[float | None]]] = {}
     idle_total = [0.0] * len(requests)
     for pool, cols in sorted(frame.pools.items()):
         prov, busy = group(cols[PROVISIONED]), group(cols[BUSY])

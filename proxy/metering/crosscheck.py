@@ -14,10 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from proxy.routing.engine_metrics import EngineMetricsReader
 
 KINDS = (("prompt", 0), ("completion", 1))
 
@@ -25,7 +28,7 @@ KINDS = (("prompt", 0), ("completion", 1))
 class EngineCrossCheck(Collector):
     def __init__(
         self,
-        engines: Callable[[], Any],
+        engines: Callable[[], EngineMetricsReader | None],
         metered: Callable[[str, str], float],
         engine_kind: Callable[[str], str],
         interval_s: float = 1.0,
@@ -66,11 +69,12 @@ class EngineCrossCheck(Collector):
         base, last = self._base.get(backend), self._last.get(backend)
         if base is None or last is None:
             return None
-        return tuple(  # type: ignore[return-value]
-            (last[0][i] - base[0][i]) - (last[1][i] - base[1][i]) for i in (0, 1)
-        )
+        (engine, ours), (engine0, ours0) = last, base
+        prompt = (engine[0] - engine0[0]) - (ours[0] - ours0[0])
+        completion = (engine[1] - engine0[1]) - (ours[1] - ours0[1])
+        return prompt, completion
 
-    def collect(self) -> Iterable[Any]:
+    def collect(self) -> Iterable[Metric]:
         self.sample()
         engine = GaugeMetricFamily(
             "hybridgate_engine_tokens",

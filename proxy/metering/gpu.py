@@ -11,6 +11,42 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Protocol
+
+
+class Share(Protocol):
+    """One request's part of a pool's GPU-seconds (GpuShare, or SharedGpuShare with workers)."""
+
+    done: bool
+    gpu_seconds: float
+
+    def first_token(self) -> None: ...
+
+    def end(self) -> float: ...
+
+
+class PoolBooks(Protocol):
+    """A pool's books as the meter reads them (PoolAccount, or SharedPoolAccount with
+    workers)."""
+
+    gpus: int
+    prefill_weight: float
+
+    def start(self) -> Share: ...
+
+    def add_tokens(self, n: int) -> None: ...
+
+    @property
+    def tokens_served(self) -> int: ...
+
+    @property
+    def inflight(self) -> int: ...
+
+    @property
+    def provisioned_gpu_seconds(self) -> float: ...
+
+    @property
+    def busy_gpu_seconds(self) -> float: ...
 
 
 class PoolAccount:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
-from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -32,7 +31,7 @@ class Hist:
         self.sum += value
 
     def buckets(self) -> list[tuple[str, float]]:
-        out = []
+        out: list[tuple[str, float]] = []
         acc = 0
         for bound, n in zip(self.bounds, self.counts, strict=False):
             acc += n
@@ -92,6 +91,6 @@ class HotCollector(Collector):
     def __init__(self, families: Iterable[CounterFamily | HistFamily]) -> None:
         self._families = list(families)
 
-    def collect(self) -> Iterable[Any]:
+    def collect(self) -> Iterable[Metric]:
         for f in self._families:
             yield f.family()

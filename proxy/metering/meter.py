@@ -20,14 +20,15 @@ from typing import Any
 from costing.prices import ModelPrice, PriceTable
 from proxy.config import Config
 from proxy.metering.events import UsageEvent
-from proxy.metering.gpu import GpuShare, PoolAccount
+from proxy.metering.gpu import PoolAccount, PoolBooks, Share
 from proxy.metering.pricing import PoolPricing, api_request_cost, pool_pricing
 
 log = logging.getLogger("hybridgate.meter")
 
 FastSink = Callable[[UsageEvent], None]
 SlowSink = Callable[[list[UsageEvent]], Awaitable[None]]
-PoolFactory = Callable[[str, int, float, Callable[[], float]], Any]  # name, gpus, prefill, clock
+# (name, gpus, prefill weight, clock) -> the pool's books
+PoolFactory = Callable[[str, int, float, Callable[[], float]], PoolBooks]
 
 
 def _local_pool(
@@ -49,7 +50,7 @@ class Meter:
         # (proxy/metering/shared_gpu.py); one process keeps them in a PoolAccount.
         self.pool_factory = pool_factory
         self.hours_per_month = config.costing.hours_per_month
-        self.pools: dict[str, PoolAccount] = {
+        self.pools: dict[str, PoolBooks] = {
             name: (pool_factory or _local_pool)(name, p.gpus, p.prefill_weight, clock)
             for name, p in config.gpu_pools.items()
         }
@@ -106,7 +107,7 @@ class Meter:
 
     # ------------------------------------------------------------ in flight
 
-    def begin(self, backend: str) -> GpuShare | None:
+    def begin(self, backend: str) -> Share | None:
         pool = self.backend_pool.get(backend)
         return self.pools[pool].start() if pool is not None else None
 

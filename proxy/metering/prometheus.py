@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from proxy.metering.events import UsageEvent
@@ -34,7 +34,7 @@ class PoolCollector(Collector):
     def __init__(self, snapshot: Callable[[], Iterable[dict[str, Any]]]) -> None:
         self._snapshot = snapshot
 
-    def collect(self) -> Iterable[Any]:
+    def collect(self) -> Iterable[Metric]:
         prov = CounterMetricFamily(
             "hybridgate_gpu_provisioned_seconds",
             "GPU-seconds provisioned: gpus x wall-clock seconds the pool has been declared up.",

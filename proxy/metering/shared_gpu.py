@@ -51,7 +51,7 @@ class _Locked:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
 
 
-def _add_weight(v: memoryview, slot: int, weight: float, requests: int) -> None:
+def _add_weight(v: memoryview[float], slot: int, weight: float, requests: int) -> None:
     """Weight and in-flight count into the totals and this process's slot (-1: none)."""
     tw = v[_TW] + weight
     v[_TW] = tw if tw >= 1e-12 else 0.0
@@ -62,7 +62,7 @@ def _add_weight(v: memoryview, slot: int, weight: float, requests: int) -> None:
         v[slot + _SLOT_INFLIGHT] += requests
 
 
-def _advance(v: memoryview, gpus: float, now: float) -> None:
+def _advance(v: memoryview[float], gpus: float, now: float) -> None:
     dt = now - v[_LAST]
     if dt > 0.0:
         tw = v[_TW]
@@ -119,7 +119,7 @@ class SharedPoolAccount:
             _add_weight(v, slot, w, 1)
         return SharedGpuShare(self, w, mark, slot)
 
-    def _own_slot(self, v: memoryview) -> int:
+    def _own_slot(self, v: memoryview[float]) -> int:
         """This process's slot (under the lock), claimed with its first share and kept:
         workers are spawned, never forked, so the pid cannot change under it. -1 if all
         are taken (its shares then cannot be released if it dies)."""
@@ -202,7 +202,7 @@ class SharedGpuShare:
         self.gpu_seconds = 0.0
         self.done = False
 
-    def _settle(self, v: memoryview) -> None:
+    def _settle(self, v: memoryview[float]) -> None:
         pool = self._pool
         _advance(v, pool.gpus, pool._clock())
         acc = v[_ACC]

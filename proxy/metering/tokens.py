@@ -10,11 +10,14 @@ import functools
 import importlib.util
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tiktoken import Encoding
 
 
 @functools.cache
-def _encoding() -> Any:
+def _encoding() -> Encoding | None:
     spec = importlib.util.find_spec("litellm")
     if spec is not None and spec.submodule_search_locations:
         bundled = (

@@ -21,6 +21,7 @@ import signal
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,9 @@ class _HubServer:
         import uvicorn
 
         class Quiet(uvicorn.Server):
-            def capture_signals(self) -> contextlib.AbstractContextManager[None]:
-                return contextlib.nullcontext()
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                yield
 
         self.server = Quiet(
             uvicorn.Config(app, uds=path, lifespan="on", log_level="warning", access_log=False)

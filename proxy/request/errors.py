@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 
@@ -105,7 +106,8 @@ def normalize_upstream_error(
     except orjson.JSONDecodeError:
         data = None
     if isinstance(data, dict):
-        err = data.get("error") if isinstance(data.get("error"), dict) else data
+        inner = data.get("error")
+        err: dict[str, Any] = inner if isinstance(inner, dict) else data
         if isinstance(err.get("message"), str):
             message = err["message"]
         elif isinstance(data.get("error"), str):

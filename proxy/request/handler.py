@@ -18,13 +18,13 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from proxy.backends.base import UpstreamFailure, UpstreamRefused, UpstreamResponse
 from proxy.metering.events import Attempt, UsageEvent
-from proxy.metering.gpu import GpuShare
+from proxy.metering.gpu import Share
 from proxy.metering.tokens import cheap_prompt_estimate
 from proxy.metering.usage import estimate_usage, stream_usage, usage_from_body
 from proxy.request.auth import Principal
@@ -41,6 +41,10 @@ from proxy.server.exchange import (
     check_declared_length,
     decode_body,
 )
+
+if TYPE_CHECKING:  # annotations only: the runtime imports the world
+    from proxy.backends.base import Backend
+    from proxy.runtime import Runtime
 
 log = logging.getLogger("hybridgate.request")
 
@@ -119,7 +123,7 @@ def parse_request(body: bytes, endpoint: str) -> dict[str, Any]:
 class Handler:
     """Serves the OpenAI routes against whatever runtime is current when a request arrives."""
 
-    def __init__(self, runtime_ref: Callable[[], Any]) -> None:
+    def __init__(self, runtime_ref: Callable[[], Runtime]) -> None:
         self._rt = runtime_ref
 
     async def serve(self, exchange: Exchange, path: str) -> None:
@@ -150,10 +154,10 @@ class Handler:
             ev.outcome = "error"
             ev.status = 500
             if not req.response_started:
-                err = ProxyError(500, "Internal proxy error.", type_="server_error")
+                internal = ProxyError(500, "Internal proxy error.", type_="server_error")
                 headers = [_JSON, (_REQUEST_ID, ev.request_id.encode())]
                 with contextlib.suppress(Exception):
-                    await exchange.respond(500, headers, err.body())
+                    await exchange.respond(500, headers, internal.body())
         finally:
             if req.lease:
                 rt.caps.release(req.lease)
@@ -185,7 +189,7 @@ class _Request:
         "want_usage",
     )
 
-    def __init__(self, rt: Any, ev: UsageEvent, exchange: Exchange, t0: float) -> None:
+    def __init__(self, rt: Runtime, ev: UsageEvent, exchange: Exchange, t0: float) -> None:
         self.rt = rt
         self.ev = ev
         self.exchange = exchange
@@ -249,8 +253,8 @@ class _Request:
         now = loop.time()
         self.deadline = now + (plan.spec.timeout_s or rt.config.limits.request_timeout_s)
         if self.stream:  # the whole relay ends by this; its first event by both
-            limit = plan.spec.stream_timeout_s or rt.config.limits.stream_timeout_s
-            self.stream_deadline = now + limit
+            stream_s = plan.spec.stream_timeout_s or rt.config.limits.stream_timeout_s
+            self.stream_deadline = now + stream_s
             if self.stream_deadline < self.deadline:
                 self.deadline = self.stream_deadline
         watcher = exchange.watch()
@@ -299,7 +303,7 @@ class _Request:
             ev.backend, ev.model = target.backend, target.model
             t_attempt = time.perf_counter()
             rt.inflight[target.backend] += 1
-            share: GpuShare | None = rt.meter.begin(target.backend)
+            share: Share | None = rt.meter.begin(target.backend)
             try:
                 await self.one_attempt(backend, path, body, target, share, attempt, i == n - 1)
             except _Failover as fo:
@@ -345,11 +349,11 @@ class _Request:
 
     async def one_attempt(
         self,
-        backend: Any,
+        backend: Backend,
         path: str,
         body: bytes,
         target: PlannedTarget,
-        share: GpuShare | None,
+        share: Share | None,
         attempt: Attempt,
         last: bool,
     ) -> None:

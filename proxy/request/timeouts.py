@@ -17,7 +17,10 @@ import logging
 import math
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from types import TracebackType
 
 log = logging.getLogger("hybridgate")
 
@@ -147,7 +150,12 @@ class Deadline:
     def fired(self) -> bool:
         return self._fired
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: Any, tb: Any) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self._handle.cancel()
         if self._fired and exc_type is asyncio.CancelledError and self._task.uncancel() == 0:
             raise TimeoutError from exc

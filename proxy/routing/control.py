@@ -18,7 +18,7 @@ from proxy.config import Config
 from proxy.metering.prometheus import Metrics
 from proxy.routing.breaker import CLOSED, NOT_BACKEND_FAULTS, OPEN, CircuitBreaker
 from proxy.routing.engine_metrics import EngineMetricsReader
-from proxy.routing.health import DOWN, UNKNOWN, UP, HealthChecker
+from proxy.routing.health import DOWN, UNKNOWN, UP, BackendHealth, HealthChecker
 
 log = logging.getLogger("hybridgate.control")
 
@@ -55,14 +55,14 @@ class ControlPlane:
             else:
                 breaker = CircuitBreaker(name, cfg, on_change=self._breaker_changed, clock=clock)
             self.breakers[name] = breaker
-        self.health = HealthChecker(
+        self.health: HealthChecker = HealthChecker(
             config.health_checks,
             backends,
             dict(config.backends),
             self._refresh,
             previous.health if previous is not None else None,
         )
-        self.engines = EngineMetricsReader(
+        self.engines: EngineMetricsReader = EngineMetricsReader(
             config.engine_metrics,
             backends,
             dict(config.backends),
@@ -74,10 +74,8 @@ class ControlPlane:
         for name in config.backends:
             self._refresh(name)
             b, h = self.breakers[name], self.health.state[name]
-            metrics.breaker_open.labels(name).set_function(lambda b=b: float(b.state != CLOSED))
-            metrics.backend_up.labels(name).set_function(
-                lambda b=b, h=h: float(h.status != DOWN and b.state == CLOSED)
-            )
+            metrics.breaker_open.labels(name).set_function(_open_gauge(b))
+            metrics.backend_up.labels(name).set_function(_up_gauge(b, h))
 
     # ------------------------------------------------------------ routing questions
 
@@ -193,3 +191,12 @@ class ControlPlane:
             )
         elif state == CLOSED:
             log.warning("circuit for backend %s closed: the probe succeeded", backend)
+
+
+# Gauge functions, one per backend (a function, not a lambda in a loop: each reads its own).
+def _open_gauge(b: CircuitBreaker) -> Callable[[], float]:
+    return lambda: float(b.state != CLOSED)
+
+
+def _up_gauge(b: CircuitBreaker, h: BackendHealth) -> Callable[[], float]:
+    return lambda: float(h.status != DOWN and b.state == CLOSED)

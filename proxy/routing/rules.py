@@ -47,9 +47,9 @@ class CompiledRule:
             meta = body.get("metadata")
             if not isinstance(meta, dict):
                 return False
-            for key, value in self.metadata:
+            for key, want in self.metadata:
                 got = meta.get(key)
-                if got is None or (got if isinstance(got, str) else str(got)) != value:
+                if got is None or (got if isinstance(got, str) else str(got)) != want:
                     return False
         if self.user is not None and body.get("user") != self.user:
             return False

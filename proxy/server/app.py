@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -89,7 +89,8 @@ class Serving(Role):
         meter.add_fast_sink(gate.live.window.observe)
         if gate.runtime.config.request_log.path:
             meter.add_slow_sink(RequestLog(gate.runtime.config.request_log.path))
-        return build_ops_app(gate)
+        # FastAPI types ASGI over MutableMapping, proxy.exchange over dict: the same calls.
+        return cast(AsgiApp, build_ops_app(gate))
 
     async def start(self, gate: HybridGateApp) -> None:
         gate.live.start()

@@ -78,6 +78,8 @@ class FastExchange:
         "response_started",
         "task",
     )
+    task: asyncio.Task[None]
+    """The task serving this request: set by the protocol when it starts it."""
 
     def __init__(
         self,

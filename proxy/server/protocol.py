@@ -341,7 +341,7 @@ def guarded_protocol(
             cycle = self.cycle
             if cycle.__class__ is FastExchange:
                 if not cycle.response_complete:
-                    cycle.feed(body)  # type: ignore[attr-defined]
+                    cycle.feed(body)
                 return
             super().on_body(body)
 
@@ -351,7 +351,7 @@ def guarded_protocol(
             cycle = self.cycle
             if cycle.__class__ is FastExchange:
                 if not cycle.response_complete:
-                    cycle.finish_body()  # type: ignore[attr-defined]
+                    cycle.finish_body()
             else:
                 super().on_message_complete()
             if cycle.response_complete and not self.pipeline:
@@ -359,8 +359,8 @@ def guarded_protocol(
 
         def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
             if cycle.__class__ is FastExchange:
-                task = self.loop.create_task(cycle.run(self._handler))  # type: ignore[attr-defined]
-                cycle.task = task  # type: ignore[attr-defined]
+                task = self.loop.create_task(cycle.run(self._handler))
+                cycle.task = task
                 task.add_done_callback(self.tasks.discard)
                 self.tasks.add(task)
                 return

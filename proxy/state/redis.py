@@ -115,8 +115,8 @@ class RedisRemote(Remote):
                 i = index[h] = len(keys)
             return i
 
-        args: list[object] = [seq, _SEQ_TTL_S]
-        triples: list[object] = []
+        args: list[str | int] = [seq, _SEQ_TTL_S]
+        triples: list[str | int] = []
         for h, fields in ops.items():
             i = idx(h)
             for f, n in fields.items():
@@ -127,19 +127,19 @@ class RedisRemote(Remote):
         for h, ttl in expire.items():
             args += (idx(h), ttl)
         args.append(len(reads))
-        for h, fields in reads.items():
-            args += (idx(h), len(fields), *fields)
+        for h, names in reads.items():
+            args += (idx(h), len(names), *names)
         out = await self._script(keys=keys, args=args)
         result: Counts = {}
-        for (h, fields), vals in zip(reads.items(), out[1:], strict=True):
+        for (h, names), vals in zip(reads.items(), out[1:], strict=True):
             result[h] = {
-                f: int(v) if v is not None else 0 for f, v in zip(fields, vals, strict=True)
+                f: int(v) if v is not None else 0 for f, v in zip(names, vals, strict=True)
             }
         return result
 
     async def read_hash(self, h: str) -> dict[str, int]:
         raw = await self.client.hgetall(h)
-        return {k.decode(): int(v) for k, v in raw.items()}
+        return {k.decode() if isinstance(k, bytes) else k: int(v) for k, v in raw.items()}
 
     async def close(self) -> None:
         await self.client.aclose()
