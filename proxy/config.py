@@ -209,6 +209,8 @@ class Backend(_Strict):
             self.base_url = "https://api.anthropic.com"
         if self.speaks is not None and not self.speaks:
             raise ValueError("'speaks' needs at least one of openai, anthropic")
+        if self.speaks is not None and self.type == "litellm" and self.speaks != ["openai"]:
+            raise ValueError("type 'litellm' speaks openai only")
         if self.type == "litellm" and not self.provider:
             raise ValueError("type 'litellm' needs 'provider' (e.g. anthropic)")
         if self.base_url and not re.match(r"^https?://", self.base_url):

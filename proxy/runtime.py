@@ -99,11 +99,8 @@ class Runtime:
         )
         self._engine = {name: b.engine_kind for name, b in config.backends.items()}
         # Per backend: the dialects it speaks natively (one lookup per attempt decides
-        # passthrough or translation), and whether it takes anthropic-* client headers.
+        # passthrough or translation).
         self.dialects = {name: backend_dialects(b) for name, b in config.backends.items()}
-        self.anthropic_native = frozenset(
-            name for name, b in config.backends.items() if b.type == "anthropic"
-        )
         for name in config.backends:
             metrics.inflight.labels(name).set_function(self._inflight_gauge(name))
             metrics.queued.labels(name).set_function(self._queued_gauge(name, self.slots[name]))

@@ -33,8 +33,6 @@ def passthrough_headers(raw: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes,
 class AnthropicBackend(OpenAIBackend):
     """The pool, health GETs and close of OpenAIBackend; Anthropic's auth and paths."""
 
-    passes_anthropic_headers = True
-
     def __init__(self, name: str, cfg: BackendConfig, caps: tuple[int, int, int] = Caps()) -> None:
         super().__init__(name, cfg, caps)
         # Anthropic's API lives under /v1; a base_url that already ends there keeps it.

@@ -75,9 +75,11 @@ class OpenAIBackend:
     async def start(self) -> None:
         """Nothing to open ahead: connections are made on first use and kept alive."""
 
-    async def send(self, path: str, body: bytes, stream: bool) -> H1Response:
+    async def send(self, path: str, body: bytes, stream: bool, extra: bytes = b"") -> H1Response:
+        """`extra`: header lines of this request only (an Anthropic client's
+        anthropic-version/anthropic-beta, for an engine that `speaks` anthropic)."""
         try:
-            resp = await self._pool.request("POST", self._path_prefix + path, body)
+            resp = await self._pool.request("POST", self._path_prefix + path, body, extra)
         except TimeoutError as exc:
             raise UpstreamFailure(self.name, "timeout", "no response in time") from exc
         except UpstreamClosed as exc:

@@ -430,7 +430,7 @@ class _Request:
             path = _UPSTREAM_PATH["count_tokens"]
             try:
                 async with Deadline(self.deadline, self.exchange.task):
-                    if self.extra and target.backend in rt.anthropic_native:
+                    if self.extra:
                         upstream = await backend.send(path, body, False, self.extra)
                     else:
                         upstream = await backend.send(path, body, False)
@@ -492,7 +492,7 @@ class _Request:
         name = target.backend
         try:
             async with Deadline(self.deadline, self.exchange.task):
-                if self.extra and name in self.rt.anthropic_native:
+                if self.extra and self.xl is None:  # an Anthropic client to an Anthropic target
                     upstream = await backend.send(path, body, self.stream, self.extra)
                 else:
                     upstream = await backend.send(path, body, self.stream)

@@ -117,10 +117,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, ...]]
                     "default_max_tokens": 8,
                 },
                 "local": {"type": "openai", "base_url": vllm.base_url, "pool": "h100"},
+                # An OpenAI-type engine that also serves /v1/messages (vLLM, llama.cpp): here
+                # the anthropic simulator, so Anthropic clients pass through untranslated.
+                "compat": {
+                    "type": "openai",
+                    "base_url": claude.base_url,
+                    "api_key": ANTH_KEY,
+                    "speaks": ["openai", "anthropic"],
+                },
             },
             "models": {
                 "frontier": {"targets": [{"backend": "claude", "model": CLAUDE}]},
                 "local": {"targets": [{"backend": "local", "model": "sim-model"}]},
+                "compat": {"targets": [{"backend": "compat", "model": CLAUDE}]},
                 "mixed": {
                     "strategy": "priority",
                     "targets": [
@@ -337,13 +346,13 @@ def test_confidential_request_never_reaches_claude(env: tuple[Any, ...]) -> None
 
 
 # -- anthropic SDK → hybridgate → Claude (passthrough) or vLLM (translated) ---------------
-@pytest.mark.parametrize("alias", ["frontier", "local"])
+@pytest.mark.parametrize("alias", ["frontier", "local", "compat"])
 def test_anthropic_sdk_message_usage_matches_the_books(env: tuple[Any, ...], alias: str) -> None:
     proxy, _, _, books = env
     raw = ant(proxy).messages.with_raw_response.create(
         model=alias, max_tokens=8, messages=[{"role": "user", "content": LONG}]
     )
-    assert raw.headers["x-hybridgate-backend"] == ("claude" if alias == "frontier" else "local")
+    assert raw.headers["x-hybridgate-backend"] == {"frontier": "claude"}.get(alias, alias)
     m = raw.parse()
     assert m.type == "message" and m.content[0].type == "text" and m.content[0].text
     assert m.stop_reason == "max_tokens"
@@ -356,12 +365,12 @@ def test_anthropic_sdk_message_usage_matches_the_books(env: tuple[Any, ...], ali
     assert prompt == ev["prompt_tokens"] and u.output_tokens == ev["completion_tokens"] == 8
     assert (u.cache_read_input_tokens or 0) == ev["cached_tokens"]
     assert (u.cache_creation_input_tokens or 0) == ev["cache_write_tokens"]
-    if alias == "frontier":
+    if alias != "local":  # passed through: the simulator's cache counts reached the books
         assert ev["cached_tokens"] == READ and ev["cache_write_tokens"] == WRITE
         assert ev["cost_usd"] == pytest.approx(claude_cost(ev), rel=1e-12)
 
 
-@pytest.mark.parametrize("alias", ["frontier", "local"])
+@pytest.mark.parametrize("alias", ["frontier", "local", "compat"])
 def test_anthropic_sdk_stream_usage_matches_the_books(env: tuple[Any, ...], alias: str) -> None:
     proxy, _, _, books = env
     kinds: list[str] = []
