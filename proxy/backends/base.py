@@ -44,8 +44,10 @@ class Backend(Protocol):
 
     async def start(self) -> None: ...
 
-    async def send(self, path: str, body: bytes, stream: bool) -> UpstreamResponse:
-        """Also called with a 4th argument, `extra` header lines, on backends that speak
+    async def send(
+        self, path: str, body: bytes, stream: bool, extra: bytes = b""
+    ) -> UpstreamResponse:
+        """`extra`: header lines of this request only, given to backends that speak
         Anthropic's dialect (an Anthropic client's anthropic-version/-beta)."""
         ...
 
