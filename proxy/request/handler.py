@@ -569,6 +569,8 @@ class _Request:
                 err.headers = self._headers(upstream.headers, name)
                 raise err from None
             apply_usage(openai_usage(usage), ev)
+            if ev.prompt_tokens == 0 and ev.completion_tokens == 0:  # the upstream told none
+                estimate_usage(ev, self.data, None, None)
             await self._respond(200, raw, upstream.headers, name)
             return
         try:
