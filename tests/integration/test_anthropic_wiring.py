@@ -459,3 +459,28 @@ def test_anthropic_route_errors_in_anthropic_shape(env: tuple[Any, ...]) -> None
     )
     assert r.status_code == 200 and r.json()["type"] == "message"
     books.next(4)
+
+
+@pytest.mark.parametrize("alias", ["frontier", "local"])
+def test_anthropic_stream_cut_ends_with_an_anthropic_error_event(
+    env: tuple[Any, ...], alias: str
+) -> None:
+    proxy, claude, vllm, books = env
+    (claude if alias == "frontier" else vllm).set_faults(cut_stream_after=3)
+    body = {
+        "model": alias,
+        "max_tokens": 8,
+        "stream": True,
+        "messages": [{"role": "user", "content": LONG}],
+    }
+    headers = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
+    r = httpx.post(f"{proxy.base_url}/messages", json=body, headers=headers, timeout=30)
+    assert r.status_code == 200
+    events = [e for e in r.text.split("\n\n") if e.strip()]
+    assert events[0].startswith("event: message_start")
+    assert events[-1].startswith("event: error\ndata: ")
+    err = json.loads(events[-1].split("data: ", 1)[1])
+    assert err["type"] == "error" and err["error"]["type"] == "api_error"
+    assert "message_stop" not in r.text
+    (ev,) = books.next()
+    assert ev["outcome"] == "cut" and ev["completion_tokens"] > 0
