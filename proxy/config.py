@@ -201,12 +201,18 @@ class Backend(_Strict):
     default_max_tokens: Annotated[int, Field(ge=1)] = 4096
     thinking: Literal["drop", "pass"] = "drop"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _anthropic_default_url(cls, data: Any) -> Any:
+        """`type: anthropic` without a base_url is Anthropic's own API."""
+        if isinstance(data, dict) and data.get("type") == "anthropic" and not data.get("base_url"):
+            return {**data, "base_url": "https://api.anthropic.com"}
+        return data
+
     @model_validator(mode="after")
     def _type_has_its_fields(self) -> Backend:
         if self.type == "openai" and not self.base_url:
             raise ValueError("type 'openai' needs 'base_url'")
-        if self.type == "anthropic" and not self.base_url:
-            self.base_url = "https://api.anthropic.com"
         if self.speaks is not None and not self.speaks:
             raise ValueError("'speaks' needs at least one of openai, anthropic")
         if self.speaks is not None and self.type == "litellm" and self.speaks != ["openai"]:
