@@ -18,18 +18,32 @@ def api_cost(
     completion_tokens: float,
     cached_tokens: float = 0,
     batch: bool = False,
+    cache_write_tokens: float = 0,
 ) -> float:
     """USD for one request.
 
-    cost = (prompt − cached) × input + cached × cached_input + completion × output
+    cost = (prompt − cached − written) × input + cached × cached_input
+           + written × cache_write_input + completion × output
 
     Token counts follow OpenAI's `usage`: `cached_tokens` is the part of `prompt_tokens`
     served from the prompt cache (clamped to `prompt_tokens`). Prices are USD per token.
     Cached tokens with no known cached price are charged the full input price (no
     discount assumed). With `batch=True` the batch tier replaces input/output where the
     table has one, else the standard price applies (use `ApiCost(batch_discount=...)`
-    to model a discount the table does not know).
+    to model a discount the table does not know). `cache_write_tokens` are prompt tokens
+    written to the prompt cache (Anthropic's `cache_creation_input_tokens`, part of
+    `prompt_tokens` as OpenAI counts it), charged the cache-write price where known, else
+    the input price.
     """
+    if cache_write_tokens:
+        if cache_write_tokens > prompt_tokens:
+            cache_write_tokens = prompt_tokens
+        write_rate = price.cache_write_input
+        if write_rate is None:
+            write_rate = price.input
+        return cache_write_tokens * write_rate + api_cost(
+            price, prompt_tokens - cache_write_tokens, completion_tokens, cached_tokens, batch
+        )
     if batch:
         in_rate = price.input if price.batch_input is None else price.batch_input
         out_rate = price.output if price.batch_output is None else price.batch_output

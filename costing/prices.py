@@ -31,6 +31,7 @@ OVERRIDE_KEYS: Final[tuple[str, ...]] = (
     "input",
     "output",
     "cached_input",
+    "cache_write_input",
     "batch_input",
     "batch_output",
 )
@@ -48,6 +49,7 @@ _LITELLM_FIELDS: Final[dict[str, str]] = {
     "input_cost_per_token": "input",
     "output_cost_per_token": "output",
     "cache_read_input_token_cost": "cached_input",
+    "cache_creation_input_token_cost": "cache_write_input",
     "input_cost_per_token_batches": "batch_input",
     "output_cost_per_token_batches": "batch_output",
 }
@@ -65,6 +67,7 @@ class ModelPrice:
     cached_input: float | None = None
     batch_input: float | None = None
     batch_output: float | None = None
+    cache_write_input: float | None = None  # a prompt-cache write (Anthropic's cache creation)
 
     def __post_init__(self) -> None:
         for name in OVERRIDE_KEYS:
@@ -80,6 +83,7 @@ class ModelPrice:
         cached_input: float | None = None,
         batch_input: float | None = None,
         batch_output: float | None = None,
+        cache_write_input: float | None = None,
     ) -> ModelPrice:
         """Build from USD per 1M tokens (the unit of config and vendor price pages):
         each field = usd_per_1m / 1,000,000 (USD per token)."""
@@ -89,6 +93,9 @@ class ModelPrice:
             cached_input=None if cached_input is None else cached_input / TOKENS_PER_MILLION,
             batch_input=None if batch_input is None else batch_input / TOKENS_PER_MILLION,
             batch_output=None if batch_output is None else batch_output / TOKENS_PER_MILLION,
+            cache_write_input=(
+                None if cache_write_input is None else cache_write_input / TOKENS_PER_MILLION
+            ),
         )
 
 
@@ -215,8 +222,9 @@ class PriceTable:
         """litellm's bundled table plus config `prices:` overrides.
 
         Overrides are USD per 1M tokens, keys `input`, `output`, `cached_input`,
-        `batch_input`, `batch_output`; each becomes usd_per_1m / 1e6 USD per token. An
-        override of a known model replaces only the fields it names; a new model needs
+        `cache_write_input`, `batch_input`, `batch_output`; each becomes usd_per_1m / 1e6
+        USD per token. An override of a known model replaces only the fields it names; a
+        new model needs
         `input` and `output`. `price_file` defaults to the JSON shipped with litellm.
         """
         bundled = _bundled(price_file if price_file is not None else litellm_price_file())

@@ -118,6 +118,7 @@ def _price_inputs(api: ApiCost) -> dict[str, Any]:
             ("input", p.input),
             ("output", p.output),
             ("cached_input", p.cached_input),
+            ("cache_write_input", p.cache_write_input),
             ("batch_input", p.batch_input),
             ("batch_output", p.batch_output),
         )

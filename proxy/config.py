@@ -177,7 +177,7 @@ class Timeouts(_Strict):
 
 
 class Backend(_Strict):
-    type: Literal["openai", "litellm"] = "openai"
+    type: Literal["openai", "anthropic", "litellm"] = "openai"
     base_url: str | None = None
     api_key: SecretStr | None = None
     provider: str | None = None
@@ -190,11 +190,33 @@ class Backend(_Strict):
     metrics_url: str | None = None
     context_window: Annotated[int, Field(ge=1)] | None = None
     breaker: Breaker | None = None  # overrides the top-level `breaker:` for this backend
+    # The API families it serves natively (docs/dialects.md); default by type: openai and
+    # litellm → [openai], anthropic → [anthropic]. vLLM and llama.cpp also serve
+    # /v1/messages: `speaks: [openai, anthropic]` sends Anthropic clients there untranslated.
+    speaks: list[Literal["openai", "anthropic"]] | None = None
+    # type: anthropic only: the `anthropic-version` header (a client's own is passed
+    # instead), `max_tokens` when an OpenAI client gave none (Anthropic requires it), and
+    # what becomes of thinking blocks in answers to OpenAI clients.
+    anthropic_version: str = "2023-06-01"
+    default_max_tokens: Annotated[int, Field(ge=1)] = 4096
+    thinking: Literal["drop", "pass"] = "drop"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _anthropic_default_url(cls, data: Any) -> Any:
+        """`type: anthropic` without a base_url is Anthropic's own API."""
+        if isinstance(data, dict) and data.get("type") == "anthropic" and not data.get("base_url"):
+            return {**data, "base_url": "https://api.anthropic.com"}
+        return data
 
     @model_validator(mode="after")
     def _type_has_its_fields(self) -> Backend:
         if self.type == "openai" and not self.base_url:
             raise ValueError("type 'openai' needs 'base_url'")
+        if self.speaks is not None and not self.speaks:
+            raise ValueError("'speaks' needs at least one of openai, anthropic")
+        if self.speaks is not None and self.type == "litellm" and self.speaks != ["openai"]:
+            raise ValueError("type 'litellm' speaks openai only")
         if self.type == "litellm" and not self.provider:
             raise ValueError("type 'litellm' needs 'provider' (e.g. anthropic)")
         if self.base_url and not re.match(r"^https?://", self.base_url):
@@ -209,6 +231,13 @@ class Backend(_Strict):
         return self.pool is not None
 
     @property
+    def families(self) -> frozenset[str]:
+        """The API families this backend serves natively (`speaks`, or its type's)."""
+        if self.speaks is not None:
+            return frozenset(self.speaks)
+        return frozenset({"anthropic" if self.type == "anthropic" else "openai"})
+
+    @property
     def engine_kind(self) -> str:
         if self.engine is not None:
             return self.engine
@@ -220,6 +249,9 @@ class Target(_Strict):
     model: str
     weight: Annotated[float, Field(gt=0)] = 1.0
     context_window: Annotated[int, Field(ge=1)] | None = None
+    # An OpenAI client's request to an Anthropic target with no max_tokens gets this
+    # (else the backend's default_max_tokens): Anthropic requires one.
+    default_max_tokens: Annotated[int, Field(ge=1)] | None = None
 
 
 class Spillover(_Strict):
@@ -268,6 +300,7 @@ class Price(_Strict):
     input: Annotated[float, Field(ge=0)]
     output: Annotated[float, Field(ge=0)]
     cached_input: Annotated[float, Field(ge=0)] | None = None
+    cache_write_input: Annotated[float, Field(ge=0)] | None = None
     batch_input: Annotated[float, Field(ge=0)] | None = None
     batch_output: Annotated[float, Field(ge=0)] | None = None
 

@@ -20,6 +20,7 @@ from proxy.metering.pricing import load_prices
 from proxy.metering.prometheus import Metrics
 from proxy.request.auth import Authenticator
 from proxy.request.concurrency import Slots, TenantCaps, key_counter, tenant_counter
+from proxy.request.dialect import backend_dialects
 from proxy.request.redact import Redactor
 from proxy.routing.control import ControlPlane
 from proxy.routing.router import Router
@@ -97,6 +98,9 @@ class Runtime:
             name for name, t in config.tenants.items() if t.monthly_api_budget_usd is not None
         )
         self._engine = {name: b.engine_kind for name, b in config.backends.items()}
+        # Per backend: the dialects it speaks natively (one lookup per attempt decides
+        # passthrough or translation).
+        self.dialects = {name: backend_dialects(b) for name, b in config.backends.items()}
         for name in config.backends:
             metrics.inflight.labels(name).set_function(self._inflight_gauge(name))
             metrics.queued.labels(name).set_function(self._queued_gauge(name, self.slots[name]))

@@ -19,6 +19,11 @@ def build_backend(name: str, cfg: BackendConfig, limits: Limits | None = None) -
 
         caps = Caps() if limits is None else upstream_caps(limits)
         return OpenAIBackend(name, cfg, caps)
+    if cfg.type == "anthropic":
+        from proxy.backends.anthropic import AnthropicBackend
+        from proxy.backends.h1client import Caps
+
+        return AnthropicBackend(name, cfg, Caps() if limits is None else upstream_caps(limits))
     from proxy.backends.litellm import LiteLLMBackend
 
     return LiteLLMBackend(name, cfg)

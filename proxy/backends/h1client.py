@@ -507,11 +507,14 @@ class H1Pool:
             self._starts[key] = start
         return start
 
-    async def request(self, method: str, path: str, body: bytes = b"") -> H1Response:
+    async def request(
+        self, method: str, path: str, body: bytes = b"", extra: bytes = b""
+    ) -> H1Response:
         """Send and wait for the answer's head. OSError/TimeoutError/ValueError if none came.
-        `path` is the whole request target (the pool knows only the origin)."""
+        `path` is the whole request target (the pool knows only the origin); `extra` are
+        header lines of this request only (each ending in CRLF)."""
         if body or method != "GET":
-            head = self._start(method, path) + b"Content-Length: %d\r\n\r\n" % len(body)
+            head = self._start(method, path) + extra + b"Content-Length: %d\r\n\r\n" % len(body)
         else:
             head = self._start(method, path) + b"\r\n"
         conn = self._reuse()

@@ -111,7 +111,10 @@ class LiteLLMBackend:
         # Import off the event loop, before the first request needs it.
         await asyncio.to_thread(_import_litellm)
 
-    async def send(self, path: str, body: bytes, stream: bool) -> UpstreamResponse:
+    async def send(
+        self, path: str, body: bytes, stream: bool, extra: bytes = b""
+    ) -> UpstreamResponse:
+        """`extra` is never given: litellm backends speak the OpenAI dialect only."""
         litellm = _import_litellm()
         data = orjson.loads(body)
         kwargs = dict(data)

@@ -47,9 +47,7 @@ class OpenAIBackend:
         self._caps = Caps(*caps)
         assert cfg.base_url is not None
         self.base_url = cfg.base_url.rstrip("/")
-        headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
-        if cfg.api_key is not None:
-            headers["Authorization"] = f"Bearer {cfg.api_key.get_secret_value()}"
+        headers = self._auth_headers()
         headers.update(cfg.headers)
         self._headers = headers
         url = urlsplit(self.base_url)
@@ -57,6 +55,12 @@ class OpenAIBackend:
         self._pool = self._new_pool(self.base_url)
         # By origin: the backend's own, and a metrics_url's if it lives elsewhere.
         self._pools = {f"{url.scheme}://{url.netloc}": self._pool}
+
+    def _auth_headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
+        if self.cfg.api_key is not None:
+            headers["Authorization"] = f"Bearer {self.cfg.api_key.get_secret_value()}"
+        return headers
 
     def _new_pool(self, origin: str) -> H1Pool:
         return H1Pool(
@@ -71,9 +75,11 @@ class OpenAIBackend:
     async def start(self) -> None:
         """Nothing to open ahead: connections are made on first use and kept alive."""
 
-    async def send(self, path: str, body: bytes, stream: bool) -> H1Response:
+    async def send(self, path: str, body: bytes, stream: bool, extra: bytes = b"") -> H1Response:
+        """`extra`: header lines of this request only (an Anthropic client's
+        anthropic-version/anthropic-beta, for an engine that `speaks` anthropic)."""
         try:
-            resp = await self._pool.request("POST", self._path_prefix + path, body)
+            resp = await self._pool.request("POST", self._path_prefix + path, body, extra)
         except TimeoutError as exc:
             raise UpstreamFailure(self.name, "timeout", "no response in time") from exc
         except UpstreamClosed as exc:

@@ -153,10 +153,15 @@ class AnthropicToOpenAIStream:
         out = [self._event(p) for p in self._split.feed(data)]
         return b"".join(out)
 
+    def tail(self) -> bytes:
+        """An unterminated last event, translated; the stream is not closed (the proxy
+        ends a cut stream with its own error event)."""
+        return b"".join(self._event(p) for p in self._split.flush())
+
     def finish(self) -> bytes:
         """The end of the upstream: any unterminated last event, and `[DONE]` if the
         stream ended without `message_stop` (a cut upstream still ends the client's)."""
-        out = b"".join(self._event(p) for p in self._split.flush())
+        out = self.tail()
         if not self.done:
             self.done = True
             out += DONE
@@ -311,9 +316,14 @@ class OpenAIToAnthropicStream:
     def feed(self, data: bytes) -> bytes:
         return b"".join(self._event(p) for p in self._split.feed(data))
 
+    def tail(self) -> bytes:
+        """An unterminated last event, translated; the stream is not closed (the proxy
+        ends a cut stream with its own error event)."""
+        return b"".join(self._event(p) for p in self._split.flush())
+
     def finish(self) -> bytes:
         """The end of the upstream: the closing events if `[DONE]` never came."""
-        out = b"".join(self._event(p) for p in self._split.flush())
+        out = self.tail()
         if not self.done:
             out += self._close()
         return out

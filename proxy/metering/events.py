@@ -23,7 +23,7 @@ class Attempt:
 class UsageEvent:
     request_id: str  # ours (hg-...): the client's x-request-id unless the upstream sent one
     started_at: float  # unix seconds
-    endpoint: str  # chat | completions | embeddings
+    endpoint: str  # chat | completions | embeddings | messages | count_tokens
     tenant: str = "default"
     key_name: str = "anonymous"
     alias: str = "other"  # a configured alias, or "other" (label-safe)
@@ -36,7 +36,8 @@ class UsageEvent:
     outcome: str = "success"  # success | error | rejected | client_disconnect | cut
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cached_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens read from the upstream's prompt cache
+    cache_write_tokens: int = 0  # prompt tokens written to it (Anthropic prices these apart)
     estimated: bool = False
     ttft_s: float | None = None
     duration_s: float = 0.0

@@ -136,7 +136,14 @@ class Meter:
             self.pools[pool].add_tokens(ev.prompt_tokens + ev.completion_tokens)
             compare = self.compare_prices.get(ev.alias)
             ev.counterfactual_usd = (
-                api_request_cost(compare, ev.prompt_tokens, ev.completion_tokens, ev.cached_tokens)
+                api_request_cost(
+                    compare,
+                    ev.prompt_tokens,
+                    ev.completion_tokens,
+                    ev.cached_tokens,
+                    False,
+                    ev.cache_write_tokens,
+                )
                 if compare is not None
                 else None
             )
@@ -145,7 +152,14 @@ class Meter:
         if price is None:
             ev.unpriced = True
         else:
-            api = api_request_cost(price, ev.prompt_tokens, ev.completion_tokens, ev.cached_tokens)
+            api = api_request_cost(
+                price,
+                ev.prompt_tokens,
+                ev.completion_tokens,
+                ev.cached_tokens,
+                False,
+                ev.cache_write_tokens,
+            )
             if ev.attempts:
                 ev.attempts[-1].cost_usd += api
             ev.cost_usd = total + api

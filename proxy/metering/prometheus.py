@@ -81,7 +81,7 @@ class Metrics:
         self.tokens = CounterFamily(
             "hybridgate_tokens",
             "Tokens by serving backend, upstream model and kind "
-            "(prompt | completion | cached_prompt).",
+            "(prompt | completion | cached_prompt | cache_read_prompt | cache_write_prompt).",
             ["backend", "model", "kind"],
         )
         self.cost = CounterFamily(
@@ -236,8 +236,11 @@ class Metrics:
             tokens.inc((backend, model, "prompt"), ev.prompt_tokens)
         if ev.completion_tokens:
             tokens.inc((backend, model, "completion"), ev.completion_tokens)
-        if ev.cached_tokens:
+        if ev.cached_tokens:  # cached_prompt kept (the contract); cache_read_prompt beside it
             tokens.inc((backend, model, "cached_prompt"), ev.cached_tokens)
+            tokens.inc((backend, model, "cache_read_prompt"), ev.cached_tokens)
+        if ev.cache_write_tokens:
+            tokens.inc((backend, model, "cache_write_prompt"), ev.cache_write_tokens)
         tenant = ev.tenant
         if ev.unpriced:
             self.unpriced.inc((backend, model))

@@ -36,6 +36,10 @@ def apply_usage(usage: dict[str, Any], ev: UsageEvent) -> None:
         cached = details.get("cached_tokens")
         if isinstance(cached, int) and cached >= 0:
             ev.cached_tokens = min(cached, ev.prompt_tokens)
+    # Cache writes: no OpenAI field; Anthropic's count, as LiteLLM and our translation write it.
+    written = usage.get("cache_creation_input_tokens")
+    if isinstance(written, int) and written > 0:
+        ev.cache_write_tokens = min(written, ev.prompt_tokens - ev.cached_tokens)
 
 
 def usage_from_body(raw: bytes, ev: UsageEvent) -> None:

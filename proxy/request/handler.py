@@ -23,12 +23,26 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from proxy.backends.base import UpstreamFailure, UpstreamRefused, UpstreamResponse
+from proxy.dialects import Dialect, TranslationError
+from proxy.dialects.anthropic_request import anthropic_to_openai_chat
+from proxy.dialects.anthropic_response import openai_usage
 from proxy.metering.events import Attempt, UsageEvent
 from proxy.metering.gpu import Share
-from proxy.metering.tokens import cheap_prompt_estimate
-from proxy.metering.usage import estimate_usage, stream_usage, usage_from_body
+from proxy.metering.tokens import cheap_prompt_estimate, estimate_prompt_tokens
+from proxy.metering.usage import apply_usage, estimate_usage, stream_usage, usage_from_body
 from proxy.request.auth import Principal
 from proxy.request.concurrency import Slots, saturated_error
+from proxy.request.dialect import (
+    ROUTE_DIALECT,
+    AnthropicTap,
+    PreformattedError,
+    Translation,
+    anthropic_body_usage,
+    anthropic_proxy_error,
+    to_anthropic_error,
+    translation_for,
+    translation_refused,
+)
 from proxy.request.errors import ProxyError, error_body, normalize_upstream_error
 from proxy.request.failover import failover_reason
 from proxy.request.sse import UsageTap
@@ -52,6 +66,8 @@ ENDPOINTS = {
     "/v1/chat/completions": "chat",
     "/v1/completions": "completions",
     "/v1/embeddings": "embeddings",
+    "/v1/messages": "messages",  # Anthropic's Messages API (docs/dialects.md)
+    "/v1/messages/count_tokens": "count_tokens",
 }
 # Bare paths (base_url without /v1) reach the same handlers, as with OpenAI's own SDKs.
 FAST_PATHS = {**{p: p for p in ENDPOINTS}, **{p[3:]: p for p in ENDPOINTS}}
@@ -59,8 +75,18 @@ _UPSTREAM_PATH = {
     "chat": "/chat/completions",
     "completions": "/completions",
     "embeddings": "/embeddings",
+    "messages": "/messages",
+    "count_tokens": "/messages/count_tokens",
 }
-_REQUIRED_FIELD = {"chat": "messages", "completions": "prompt", "embeddings": "input"}
+_REQUIRED_FIELD = {
+    "chat": "messages",
+    "completions": "prompt",
+    "embeddings": "input",
+    "messages": "messages",
+    "count_tokens": "messages",
+}
+_ANTHROPIC_HEADERS = (b"anthropic-version", b"anthropic-beta")
+_LIST_FIELD = frozenset({"chat", "messages", "count_tokens"})  # a non-empty array
 _JSON = (b"content-type", b"application/json")
 _BACKEND = b"x-hybridgate-backend"
 _ATTEMPTS = b"x-hybridgate-attempts"  # 2 or more: the request failed over
@@ -103,11 +129,11 @@ def parse_request(body: bytes, endpoint: str) -> dict[str, Any]:
             param=field,
             code="missing_required_parameter",
         )
-    if endpoint == "chat" and (not isinstance(value, list) or not value):
+    if endpoint in _LIST_FIELD and (not isinstance(value, list) or not value):
         raise ProxyError(
             400, "'messages' must be a non-empty array.", param="messages", code="invalid_type"
         )
-    if endpoint == "embeddings":  # never streamed: the two are the upstream's to judge
+    if endpoint == "embeddings" or endpoint == "count_tokens":  # never streamed
         return data
     stream = data.get("stream", False)
     if stream is not None and not isinstance(stream, bool):
@@ -145,10 +171,13 @@ class Handler:
             ev.status = err.status
             if not req.response_started:
                 headers = [_JSON, *err.headers]
-                if not isinstance(err, _UpstreamError):  # its headers have one already
+                if all(h[0] != _REQUEST_ID for h in err.headers):  # an upstream error has one
                     headers.append((_REQUEST_ID, ev.request_id.encode()))
+                body = err.body()
+                if req.anthropic and not isinstance(err, _UpstreamError | PreformattedError):
+                    body = anthropic_proxy_error(err)  # the route's own error shape
                 with contextlib.suppress(Exception):
-                    await exchange.respond(err.status, headers, err.body())
+                    await exchange.respond(err.status, headers, body)
         except Exception:
             log.exception("internal error serving %s", ev.request_id)
             ev.outcome = "error"
@@ -156,8 +185,9 @@ class Handler:
             if not req.response_started:
                 internal = ProxyError(500, "Internal proxy error.", type_="server_error")
                 headers = [_JSON, (_REQUEST_ID, ev.request_id.encode())]
+                body = anthropic_proxy_error(internal) if req.anthropic else internal.body()
                 with contextlib.suppress(Exception):
-                    await exchange.respond(500, headers, internal.body())
+                    await exchange.respond(500, headers, body)
         finally:
             if req.lease:
                 rt.caps.release(req.lease)
@@ -173,10 +203,13 @@ class _Request:
     __slots__ = (
         "_chunks",
         "_error_body",
+        "anthropic",
         "data",
         "deadline",
+        "dialect",
         "ev",
         "exchange",
+        "extra",
         "lease",
         "response_started",
         "rt",
@@ -187,6 +220,7 @@ class _Request:
         "upstream_s",
         "want_continuous",
         "want_usage",
+        "xl",
     )
 
     def __init__(self, rt: Runtime, ev: UsageEvent, exchange: Exchange, t0: float) -> None:
@@ -204,6 +238,10 @@ class _Request:
         self.deadline = 0.0
         self.stream_deadline = 0.0
         self.lease: tuple[tuple[str, int, str], ...] = ()  # caps counted, released once
+        self.dialect: Dialect = ROUTE_DIALECT[ev.endpoint]
+        self.anthropic = self.dialect is Dialect.ANTHROPIC_MESSAGES  # Anthropic's error shape
+        self.xl: Translation | None = None  # the current attempt's translation, if any
+        self.extra = b""  # the client's anthropic-* header lines, for Anthropic targets
 
     async def serve(self) -> None:
         rt, ev, exchange = self.rt, self.ev, self.exchange
@@ -218,6 +256,11 @@ class _Request:
         if encoding is not None:
             body = decode_body(body, encoding, limit)
         data = self.data = parse_request(body, ev.endpoint)
+        if self.anthropic:
+            for name in _ANTHROPIC_HEADERS:
+                value = headers.get(name)
+                if value is not None and b"\r" not in value and b"\n" not in value:
+                    self.extra += name + b": " + value + b"\r\n"
         alias_name: str = data["model"]
         alias = rt.router.alias(alias_name)
         if alias is None:
@@ -259,7 +302,10 @@ class _Request:
                 self.deadline = self.stream_deadline
         watcher = exchange.watch()
         try:
-            await self.attempts(plan)
+            if ev.endpoint == "count_tokens":
+                await self.count_tokens(plan)
+            else:
+                await self.attempts(plan)
         except asyncio.CancelledError:
             if not watcher.gone:
                 raise
@@ -276,13 +322,42 @@ class _Request:
         assert data is not None
         last_error: ProxyError | None = None
         saturated = False  # the last answer so far: no slot free (503 if it stays so)
-        path = _UPSTREAM_PATH[ev.endpoint]
+        native_path = _UPSTREAM_PATH[ev.endpoint]
         n = len(plan)
         for i, target in enumerate(plan):
             # Before admit(): a body that cannot be forwarded must not take a probe slot.
-            body = _upstream_body(
-                data, target.model, self.stream, rt.engine_kind(target.backend) == "vllm"
-            )
+            speaks = rt.dialects[target.backend]
+            if self.dialect in speaks:  # the client's dialect: bytes through, as they are
+                self.xl = None
+                path = native_path
+                if self.anthropic:
+                    body = _anthropic_body(data, target.model)
+                else:
+                    body = _upstream_body(
+                        data, target.model, self.stream, rt.engine_kind(target.backend) == "vllm"
+                    )
+            else:
+                xl = self.xl = translation_for(self.dialect, speaks)
+                if xl is None:
+                    last_error = _err(
+                        400,
+                        f"Backend '{target.backend}' cannot serve this endpoint "
+                        f"(it speaks {', '.join(sorted(speaks))}).",
+                        "unsupported_endpoint",
+                    )
+                    ev.attempts.append(Attempt(target.backend, target.model, reason="dialect"))
+                    continue
+                path = xl.path
+                try:
+                    body = xl.request(
+                        data, target.model, rt.config.backends[target.backend], target.target
+                    )
+                except TranslationError as exc:  # a field it cannot express: maybe the next can
+                    ev.attempts.append(Attempt(target.backend, target.model, reason="dialect"))
+                    ev.backend, ev.model = target.backend, target.model
+                    last_error = translation_refused(exc, self.anthropic)
+                    last_error.headers = self._headers([], target.backend)  # names who refused
+                    continue
             slots = rt.slots[target.backend]
             # A full backend: the next target if there is one, else a wait for a slot
             # within the request's deadline (never past it: docs/security.md).
@@ -337,6 +412,60 @@ class _Request:
         last_error.outcome = "error"
         raise last_error
 
+    async def count_tokens(self, plan: Plan) -> None:
+        """POST /v1/messages/count_tokens: the first Anthropic-speaking target of the plan
+        answers it natively; with none (or none answering), the count is estimated here
+        (tiktoken, as for unmetered answers) and the answer says so in
+        `x-hybridgate-token-count: estimated`. Counting spends no tokens: none are metered."""
+        rt, ev, data = self.rt, self.ev, self.data
+        assert data is not None
+        for target in plan:
+            if Dialect.ANTHROPIC_MESSAGES not in rt.dialects[target.backend]:
+                continue
+            backend = rt.backends[target.backend]
+            body = _anthropic_body(data, target.model)
+            attempt = Attempt(target.backend, target.model)
+            ev.attempts.append(attempt)
+            ev.backend, ev.model = target.backend, target.model
+            path = _UPSTREAM_PATH["count_tokens"]
+            try:
+                async with Deadline(self.deadline, self.exchange.task):
+                    if self.extra:
+                        upstream = await backend.send(path, body, False, self.extra)
+                    else:
+                        upstream = await backend.send(path, body, False)
+                    raw = await upstream.read()
+            except (UpstreamFailure, TimeoutError, OSError, ValueError, RuntimeError) as exc:
+                attempt.reason = getattr(exc, "reason", "connect_error")
+                continue
+            attempt.status = upstream.status
+            if upstream.status == 200 or 400 <= upstream.status < 404:  # its answer stands
+                if upstream.status != 200:
+                    redact = rt.redact
+                    shown, _ = normalize_upstream_error(
+                        upstream.status, raw, target.backend, redact.bytes if redact else None
+                    )
+                    raw = to_anthropic_error(upstream.status, shown)
+                    ev.outcome = "error"
+                ev.status = upstream.status
+                self.response_started = True
+                await self._respond(upstream.status, raw, upstream.headers, target.backend)
+                return
+            attempt.reason = str(upstream.status)  # no such route there, or busy: estimate
+        try:
+            counted = anthropic_to_openai_chat({**data, "max_tokens": 1})
+        except TranslationError:
+            counted = data
+        tokens = estimate_prompt_tokens(counted)
+        ev.status = 200
+        self.response_started = True
+        headers = [
+            _JSON,
+            (b"x-hybridgate-token-count", b"estimated"),
+            (_REQUEST_ID, ev.request_id.encode()),
+        ]
+        await self.exchange.respond(200, headers, orjson.dumps({"input_tokens": tokens}))
+
     async def _wait_slot(self, slots: Slots) -> bool:
         """Wait for a slot of the plan's last target until the request's deadline: True
         once one is taken, False when the deadline came first."""
@@ -363,7 +492,11 @@ class _Request:
         name = target.backend
         try:
             async with Deadline(self.deadline, self.exchange.task):
-                upstream = self.upstream = await backend.send(path, body, self.stream)
+                if self.extra and self.xl is None:  # an Anthropic client to an Anthropic target
+                    upstream = await backend.send(path, body, self.stream, self.extra)
+                else:
+                    upstream = await backend.send(path, body, self.stream)
+                self.upstream = upstream
                 attempt.status = upstream.status
                 if upstream.status >= 400:
                     raw = await _read_or_empty(upstream)
@@ -423,10 +556,32 @@ class _Request:
         if self.stream:
             await self._relay_rest(upstream, tap, first, target)
             return
+        xl = self.xl
+        if xl is not None:  # the answer in the client's dialect, its usage for the meter
+            try:
+                raw, usage = xl.answer(raw, self.rt.config.backends[name].thinking)
+            except (TranslationError, ValueError) as exc:
+                msg = f"Backend '{name}' sent an answer the proxy cannot translate: {exc}"
+                self.response_started = False  # nothing went out: the error is the answer
+                err = translation_refused(
+                    TranslationError(msg, status=502, code="bad_upstream_answer"), self.anthropic
+                )
+                err.headers = self._headers(upstream.headers, name)
+                raise err from None
+            apply_usage(openai_usage(usage), ev)
+            if ev.prompt_tokens == 0 and ev.completion_tokens == 0:  # the upstream told none
+                estimate_usage(ev, self.data, None, None)
+            await self._respond(200, raw, upstream.headers, name)
+            return
         try:
             await self._respond(200, raw, upstream.headers, name)
         finally:  # the answer first; its usage is counted whether or not it reached the client
-            usage_from_body(raw, ev)
+            if self.anthropic:
+                usage_dict = anthropic_body_usage(raw)
+                if usage_dict is not None:
+                    apply_usage(usage_dict, ev)
+            else:
+                usage_from_body(raw, ev)
             if ev.prompt_tokens == 0 and ev.completion_tokens == 0:
                 estimate_usage(ev, self.data, None, raw)
 
@@ -457,13 +612,21 @@ class _Request:
         """Decide about an upstream 4xx/5xx: fail over (raise) or pass it back (return)."""
         status = upstream.status
         redact = self.rt.redact
+        shown = raw
+        xl = self.xl
+        if xl is not None and not xl.anthropic_client:  # Anthropic's shape, to OpenAI's
+            if redact:  # before the translation may cut a non-JSON body short
+                shown = redact.bytes(shown)
+            shown = xl.error(status, shown)
         err_body, code = normalize_upstream_error(
             status,
-            raw,
+            shown,
             target.backend,
             redact.bytes if redact else None,
             _REQUIRED_FIELD[self.ev.endpoint],
         )
+        if self.anthropic:  # the route's shape, whatever the upstream's
+            err_body = to_anthropic_error(status, err_body)
         if status in (401, 403):
             # Our credentials for the upstream were refused: the client can do nothing
             # about it, and the upstream's text may quote part of the key. Self-hosted
@@ -487,14 +650,21 @@ class _Request:
             self.rt.on_failure(target.backend, reason)
         self._error_body = err_body
 
-    async def _first_events(self, upstream: UpstreamResponse, name: str) -> tuple[UsageTap, bytes]:
-        """Read until the first complete SSE event: until then a failure can still fail over."""
-        tap = UsageTap(
-            strip_usage_chunk=not self.want_usage,
-            strip_inline_usage=not self.want_continuous,
-            inline_expected=self.rt.engine_kind(name) == "vllm",  # asked for them (_upstream_body)
-            max_event=self.rt.config.limits.upstream_max_event_bytes,
-        )
+    async def _first_events(self, upstream: UpstreamResponse, name: str) -> tuple[Any, bytes]:
+        """Read until the first complete SSE event: until then a failure can still fail over.
+        The tap is a UsageTap, or one with its face for the other dialects (dialect.py)."""
+        tap: Any
+        if self.xl is not None:
+            tap = self.xl.stream(self.want_usage, self.rt.config.backends[name].thinking)
+        elif self.anthropic:
+            tap = AnthropicTap(self.rt.config.limits.upstream_max_event_bytes)
+        else:
+            tap = UsageTap(
+                strip_usage_chunk=not self.want_usage,
+                strip_inline_usage=not self.want_continuous,
+                inline_expected=self.rt.engine_kind(name) == "vllm",  # asked (_upstream_body)
+                max_event=self.rt.config.limits.upstream_max_event_bytes,
+            )
         self._chunks = upstream.chunks()
         first = b""
         while not first:
@@ -516,7 +686,7 @@ class _Request:
         return tap, first
 
     async def _relay_rest(
-        self, upstream: UpstreamResponse, tap: UsageTap, first: bytes, target: PlannedTarget
+        self, upstream: UpstreamResponse, tap: Any, first: bytes, target: PlannedTarget
     ) -> None:
         """Relay the stream after its first event. Past this point there is no failover:
         an upstream failure ends the stream with an error event, and usage so far is kept."""
@@ -564,19 +734,24 @@ class _Request:
                 f"The stream reached the proxy's time limit for a stream ({self._stream_limit()}) "
                 f"and was ended; the answer is truncated."
             )
-            tail += b"data: " + error_body(msg, "timeout_error", None, "stream_timeout")
-            tail += b"\n\n"
+            tail += self._stream_error(msg, "timeout_error", "stream_timeout", 504)
         elif cut or not (tap.saw_done or tap.saw_error):
             ev.outcome = "cut"
             msg = (
                 f"The backend '{target.backend}' ended the stream before it was complete; "
                 f"the answer is truncated."
             )
-            tail += b"data: " + error_body(msg, "server_error", None, "stream_interrupted")
-            tail += b"\n\n"
+            tail += self._stream_error(msg, "server_error", "stream_interrupted", 502)
             ev.attempts[-1].reason = "cut"
             self.rt.on_failure(target.backend, "cut")
         await exchange.end_stream(tail)
+
+    def _stream_error(self, msg: str, type_: str, code: str, status: int) -> bytes:
+        """The proxy's own error event that ends a stream, in the client's dialect."""
+        if self.anthropic:
+            err = ProxyError(status, msg)
+            return b"event: error\ndata: " + anthropic_proxy_error(err) + b"\n\n"
+        return b"data: " + error_body(msg, type_, None, code) + b"\n\n"
 
     def _stream_limit(self) -> str:
         """The stream time limit that applied, and the key that set it (for messages)."""
@@ -615,6 +790,19 @@ class _UpstreamError(ProxyError):
 
     def body(self) -> bytes:
         return self._body
+
+
+def _anthropic_body(data: dict[str, Any], model: str) -> bytes:
+    """An Anthropic client's body for a target that speaks Anthropic: the upstream model;
+    its streams always carry usage, so nothing else changes."""
+    out = dict(data)
+    out["model"] = model
+    try:
+        return orjson.dumps(out)
+    except TypeError:
+        raise ProxyError(
+            400, "Request body is nested too deeply (over 254 levels).", code="invalid_body"
+        ) from None
 
 
 def _upstream_body(data: dict[str, Any], model: str, stream: bool, vllm: bool) -> bytes:

@@ -2,9 +2,10 @@
 
 A self-hosted engine (vLLM, llama.cpp) is probed at `GET /health` on its server root;
 vLLM answers 503 there when its engine is dead even though the HTTP server still
-accepts requests. A pay-per-token API is probed at `GET {base_url}/models`. Any answer
-below 500 counts as up (an API that answers 401 to a key without the models scope is
-still reachable); 5xx, connection errors and timeouts count as failures.
+accepts requests. A pay-per-token API is probed at `GET {base_url}/models` (Anthropic's
+at `{base_url}/v1/models`). Any answer below 500 counts as up (an API that answers 401
+to a key without the models scope is still reachable); 5xx, connection errors and
+timeouts count as failures.
 
 `failure_threshold` consecutive failures mark a backend down, `success_threshold`
 successes mark it up again. Down backends are left out of routing plans. Nothing
@@ -39,7 +40,10 @@ def health_url(backend: Any, cfg: BackendConfig) -> str | None:
         return backend.root_url + "/" + cfg.health_path.lstrip("/")
     if cfg.self_hosted and cfg.engine_kind in ("vllm", "llamacpp"):
         return backend.root_url + "/health"
-    return cfg.base_url.rstrip("/") + "/models"
+    base = cfg.base_url.rstrip("/")
+    if cfg.type == "anthropic" and not base.endswith("/v1"):
+        base += "/v1"  # Anthropic's API root is the host; its models list is /v1/models
+    return base + "/models"
 
 
 class BackendHealth:

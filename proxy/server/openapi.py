@@ -269,7 +269,28 @@ def _request_schemas(aliases: list[str]) -> dict[str, Any]:
         "dimensions": {"type": "integer", "minimum": 1},
         "user": _STR,
     }
+    messages = {
+        "model": model,
+        "messages": {
+            "type": "array",
+            "items": _obj({"role": {"enum": ["user", "assistant"]}, "content": {}}, ("role",)),
+            "minItems": 1,
+        },
+        "max_tokens": {"type": "integer", "minimum": 1},
+        "system": {"anyOf": [_STR, {"type": "array", "items": {"type": "object"}}]},
+        "stream": {"type": "boolean"},
+        "stop_sequences": {"type": "array", "items": _STR},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+        "top_p": {"type": "number"},
+        "top_k": {"type": "integer"},
+        "tools": {"type": "array", "items": {"type": "object"}},
+        "tool_choice": {"type": "object"},
+        "metadata": {"type": "object"},
+    }
+    count = {k: v for k, v in messages.items() if k not in ("max_tokens", "stream")}
     return {
+        "MessagesRequest": _obj(messages, ("model", "messages", "max_tokens")),
+        "CountTokensRequest": _obj(count, ("model", "messages")),
         "ChatCompletionRequest": _obj(chat, ("model", "messages")),
         "CompletionRequest": _obj(completion, ("model", "prompt")),
         "EmbeddingsRequest": _obj(embeddings, ("model", "input")),
@@ -351,12 +372,81 @@ def _openai_operation(summary: str, request: str, response: str, streams: bool) 
     }
 
 
+_ANTHROPIC_SCHEMAS: dict[str, Any] = {
+    "AnthropicError": _obj(
+        {
+            "type": {"const": "error"},
+            "error": _obj({"type": _STR, "message": _STR}, ("type", "message")),
+        },
+        ("type", "error"),
+    ),
+    "Message": _obj(
+        {
+            "id": _STR,
+            "type": {"const": "message"},
+            "role": {"const": "assistant"},
+            "model": _STR,
+            "content": {"type": "array", "items": {"type": "object"}},
+            "stop_reason": {"type": ["string", "null"]},
+            "usage": _obj({"input_tokens": _INT, "output_tokens": _INT}),
+        },
+        ("id", "type", "role", "content"),
+    ),
+    "MessageTokensCount": _obj({"input_tokens": _INT}, ("input_tokens",)),
+}
+
+
+def _anthropic_operation(
+    summary: str, request: str, response: str, streams: bool
+) -> dict[str, Any]:
+    """An Anthropic Messages route: Anthropic's error shape on every status."""
+    ok: dict[str, Any] = {"application/json": {"schema": _ref(response)}}
+    if streams:
+        ok["text/event-stream"] = {
+            "schema": _obj(
+                {"event": _STR, "data": _STR},
+                ("data",),
+                description="Anthropic's events: message_start, content_block_start/delta/"
+                "stop, message_delta, message_stop, ping; `error` ends a failed stream.",
+            )
+        }
+    err = {"application/json": {"schema": _ref("AnthropicError")}}
+    errors = {
+        status: {"description": spec["description"], "content": err}
+        for status, spec in _PROXY_ERRORS.items()
+    }
+    return {
+        "summary": summary,
+        "operationId": request[0].lower() + request[1:].removesuffix("Request"),
+        "tags": ["Anthropic"],
+        "security": [{"apiKey": []}],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(request)}},
+        },
+        "responses": {
+            "200": {"description": "The answer.", "headers": _ROUTE_HEADERS, "content": ok},
+            **errors,
+        },
+    }
+
+
 _OPENAI_PATHS = {
     "/v1/chat/completions": ("Chat completion", "ChatCompletionRequest", "ChatCompletion", True),
     "/v1/completions": ("Text completion", "CompletionRequest", "Completion", True),
     "/v1/embeddings": ("Embeddings", "EmbeddingsRequest", "Embeddings", False),
 }
-assert set(_OPENAI_PATHS) == set(ENDPOINTS)
+_ANTHROPIC_PATHS = {
+    "/v1/messages": ("Message (Anthropic Messages API)", "MessagesRequest", "Message", True),
+    "/v1/messages/count_tokens": (
+        "Count a message's input tokens (Anthropic API; estimated locally without an "
+        "Anthropic target: `x-hybridgate-token-count: estimated`)",
+        "CountTokensRequest",
+        "MessageTokensCount",
+        False,
+    ),
+}
+assert set(_OPENAI_PATHS) | set(_ANTHROPIC_PATHS) == set(ENDPOINTS)
 
 _JSON_OBJECT = {"application/json": {"schema": {"type": "object"}}}
 
@@ -441,6 +531,7 @@ def build_schema(app: FastAPI, aliases: list[str]) -> dict[str, Any]:
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     schemas.update(copy.deepcopy(_SCHEMAS))
+    schemas.update(copy.deepcopy(_ANTHROPIC_SCHEMAS))
     schemas.update(_request_schemas(aliases))
     doc["components"]["securitySchemes"] = {
         "apiKey": {
@@ -460,6 +551,8 @@ def build_schema(app: FastAPI, aliases: list[str]) -> dict[str, Any]:
     _patch_ops(paths, aliases)
     for path, (summary, request, response, streams) in _OPENAI_PATHS.items():
         paths[path] = {"post": _openai_operation(summary, request, response, streams)}
+    for path, (summary, request, response, streams) in _ANTHROPIC_PATHS.items():
+        paths[path] = {"post": _anthropic_operation(summary, request, response, streams)}
     return doc
 
 

@@ -86,8 +86,15 @@ class Tally:
         )
 
 
-def check_answer(status: int, headers: Mapping[str, str], body: bytes, tally: Tally) -> None:
-    """The proxy never answers 5xx itself, and every non-2xx is OpenAI's error shape."""
+def check_answer(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    tally: Tally,
+    anthropic: bool = False,
+) -> None:
+    """The proxy never answers 5xx itself, and every non-2xx is OpenAI's error shape
+    (Anthropic's on the /v1/messages routes: `anthropic`)."""
     tally.cases += 1
     tally.statuses[status] += 1
     if status >= 500:
@@ -97,6 +104,12 @@ def check_answer(status: int, headers: Mapping[str, str], body: bytes, tally: Ta
     if 200 <= status < 300:
         return
     assert headers.get("content-type", "").startswith("application/json"), (status, body[:300])
+    if anthropic:
+        data = orjson.loads(body)
+        assert data["type"] == "error", body[:300]
+        assert isinstance(data["error"]["type"], str) and data["error"]["type"], body[:300]
+        assert isinstance(data["error"]["message"], str) and data["error"]["message"], body[:300]
+        return
     err = orjson.loads(body)["error"]
     assert isinstance(err, dict), body[:300]
     assert {"message", "type", "param", "code"} <= set(err), body[:300]
