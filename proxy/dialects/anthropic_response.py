@@ -175,7 +175,9 @@ def _openai_to_anthropic_response(body: dict[str, Any], thinking: ThinkingOut) -
     """An OpenAI `chat.completion` as an Anthropic `message`.
 
     Tool-call arguments that are not a JSON object (a small model's bad JSON) make the
-    answer untranslatable: a 502 rather than a tool_use the client cannot parse.
+    answer untranslatable: a 502 rather than a tool_use the client cannot parse; except the
+    last call of an answer cut off by max_tokens (`finish_reason: length`), which is left
+    out: it was never whole, and `stop_reason: max_tokens` says why.
     vLLM's per-choice `stop_reason` (the matched stop string) becomes `stop_sequence`.
     """
     choices = body.get("choices") or [{}]
@@ -188,13 +190,19 @@ def _openai_to_anthropic_response(body: dict[str, Any], thinking: ThinkingOut) -
     text = message.get("content")
     if text is not None:
         content.append({"type": "text", "text": text})
-    for call in message.get("tool_calls") or ():
+    calls = message.get("tool_calls") or []
+    finish = choice.get("finish_reason")
+    for n, call in enumerate(calls, 1):
         fn = call.get("function") or {}
         try:
             args = orjson.loads(fn.get("arguments") or "{}")
         except orjson.JSONDecodeError:
             args = None
         if not isinstance(args, dict):
+            if finish == "length" and n == len(calls):
+                # The last call was cut off by max_tokens: no input to give, and the
+                # stop_reason (max_tokens) tells the client to ask again with more room.
+                break
             raise TranslationError(
                 "the model's tool call arguments are not a JSON object",
                 status=502,
@@ -208,7 +216,6 @@ def _openai_to_anthropic_response(body: dict[str, Any], thinking: ThinkingOut) -
                 "input": args,
             }
         )
-    finish = choice.get("finish_reason")
     matched = choice.get("stop_reason")
     stop_sequence = matched if finish == "stop" and isinstance(matched, str) else None
     stop = "stop_sequence" if stop_sequence is not None else FINISH_TO_STOP.get(finish, finish)

@@ -392,9 +392,9 @@ def test_anthropic_tools_round_trip_and_count_tokens_on_the_real_engine(stack: A
         extra_body={"temperature": 0},  # (this SDK release has no temperature argument)
         messages=ask,
         tools=[WEATHER],
-        # One call: left to run in parallel, this engine adds a second call cut off by
-        # max_tokens (arguments "{"), which the translation refuses today (issue 19 note).
-        tool_choice={"type": "any", "disable_parallel_tool_use": True},
+        # Parallel calls allowed: this engine then adds a second call cut off by max_tokens
+        # (arguments "{"), which the translation leaves out (it was a 502 before).
+        tool_choice={"type": "any"},
     )
     # This small model may keep generating after its call until max_tokens (finish_reason
     # "length" from the engine, "max_tokens" here); the call is whole either way.

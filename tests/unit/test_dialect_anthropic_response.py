@@ -137,6 +137,26 @@ def test_bad_tool_arguments_from_the_model_are_a_502() -> None:
     assert err.value.anthropic_error()["error"]["type"] == "api_error"
 
 
+def test_a_last_call_cut_off_by_max_tokens_is_left_out_not_a_502() -> None:
+    """Seen on the real llama-server: a forced call, then a second one cut off by
+    max_tokens (arguments "{"). The whole call is kept, the cut one left out, and the
+    stop_reason says max_tokens; a bad call that was not cut off is still a 502."""
+    whole = {"id": "a", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}}
+    cut = {"id": "b", "type": "function", "function": {"name": "f", "arguments": "{"}}
+
+    def answer(calls: list[dict[str, Any]], finish: str) -> dict[str, Any]:
+        message = {"role": "assistant", "content": "ok", "tool_calls": calls}
+        return {"choices": [{"message": message, "finish_reason": finish}]}
+
+    msg = openai_to_anthropic_response(answer([whole, cut], "length"))
+    assert msg["stop_reason"] == "max_tokens"
+    uses = [b for b in msg["content"] if b["type"] == "tool_use"]
+    assert uses == [{"type": "tool_use", "id": "a", "name": "f", "input": {"x": 1}}]
+    for calls, finish in (([cut, whole], "length"), ([whole, cut], "tool_calls")):
+        with pytest.raises(TranslationError):
+            openai_to_anthropic_response(answer(calls, finish))
+
+
 def test_reasoning_passes_as_thinking_only_when_asked() -> None:
     body = {
         "choices": [
