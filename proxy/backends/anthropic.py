@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from proxy.backends.base import UpstreamFailure
-from proxy.backends.h1client import Caps, H1Response, UpstreamClosed
+from proxy.backends.h1client import Caps, H1Response
 from proxy.backends.openai import OpenAIBackend
 from proxy.config import Backend as BackendConfig
 
@@ -31,7 +30,10 @@ def passthrough_headers(raw: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes,
 
 
 class AnthropicBackend(OpenAIBackend):
-    """The pool, health GETs and close of OpenAIBackend; Anthropic's auth and paths."""
+    """The pool, health GETs, sending and close of OpenAIBackend; Anthropic's auth, paths,
+    version header and answer headers."""
+
+    passthrough = staticmethod(passthrough_headers)
 
     def __init__(self, name: str, cfg: BackendConfig, caps: tuple[int, int, int] = Caps()) -> None:
         super().__init__(name, cfg, caps)
@@ -51,17 +53,4 @@ class AnthropicBackend(OpenAIBackend):
         configured version is not sent)."""
         if b"anthropic-version:" not in extra:
             extra = self._version + extra
-        try:
-            resp = await self._pool.request("POST", self._path_prefix + path, body, extra)
-        except TimeoutError as exc:
-            raise UpstreamFailure(self.name, "timeout", "no response in time") from exc
-        except UpstreamClosed as exc:
-            raise UpstreamFailure(self.name, "connect_error", "server disconnected") from exc
-        except OSError as exc:
-            raise UpstreamFailure(
-                self.name, "connect_error", exc.strerror or type(exc).__name__
-            ) from exc
-        except ValueError as exc:
-            raise UpstreamFailure(self.name, "protocol_error", str(exc)) from exc
-        resp.headers = passthrough_headers(resp.raw_headers)
-        return resp
+        return await super().send(path, body, stream, extra)

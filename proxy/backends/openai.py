@@ -41,6 +41,10 @@ def passthrough_headers(raw: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes,
 
 
 class OpenAIBackend:
+    # Which of the upstream's answer headers reach the client (a dialect's own: Anthropic's
+    # backend has its list).
+    passthrough = staticmethod(passthrough_headers)
+
     def __init__(self, name: str, cfg: BackendConfig, caps: tuple[int, int, int] = Caps()) -> None:
         self.name = name
         self.cfg = cfg
@@ -90,7 +94,7 @@ class OpenAIBackend:
             ) from exc
         except ValueError as exc:  # malformed, or UpstreamRefused (over a cap, a 101, ...)
             raise UpstreamFailure(self.name, "protocol_error", str(exc)) from exc
-        resp.headers = passthrough_headers(resp.raw_headers)
+        resp.headers = self.passthrough(resp.raw_headers)
         return resp
 
     async def get(self, path: str, timeout_s: float) -> tuple[int, bytes]:
