@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from proxy.backends.h1client import Caps, H1Response
 from proxy.backends.openai import OpenAIBackend
+from proxy.backends.openai import passthrough_headers as openai_passthrough
 from proxy.config import Backend as BackendConfig
 
 _PASS_EXACT = frozenset(
@@ -21,12 +22,7 @@ _PASS_PREFIX = (b"anthropic-ratelimit-", b"x-ratelimit-")
 
 
 def passthrough_headers(raw: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    out = []
-    for name, value in raw:
-        lname = name.lower()
-        if lname in _PASS_EXACT or lname.startswith(_PASS_PREFIX):
-            out.append((lname, value))
-    return out
+    return openai_passthrough(raw, _PASS_EXACT, _PASS_PREFIX)
 
 
 class AnthropicBackend(OpenAIBackend):

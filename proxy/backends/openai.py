@@ -10,7 +10,7 @@ one of a thread-per-connection server's workers (llama.cpp's) and starve the req
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 from proxy.backends.base import UpstreamFailure
@@ -31,11 +31,16 @@ _PASS_EXACT = frozenset(
 _PASS_PREFIX = (b"x-ratelimit-",)
 
 
-def passthrough_headers(raw: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+def passthrough_headers(
+    raw: Sequence[tuple[bytes, bytes]],
+    exact: frozenset[bytes] = _PASS_EXACT,
+    prefix: tuple[bytes, ...] = _PASS_PREFIX,
+) -> list[tuple[bytes, bytes]]:
+    """The answer headers (lower-cased) a client may rely on: these names and prefixes."""
     out = []
     for name, value in raw:
         lname = name.lower()
-        if lname in _PASS_EXACT or lname.startswith(_PASS_PREFIX):
+        if lname in exact or lname.startswith(prefix):
             out.append((lname, value))
     return out
 
@@ -43,7 +48,9 @@ def passthrough_headers(raw: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes,
 class OpenAIBackend:
     # Which of the upstream's answer headers reach the client (a dialect's own: Anthropic's
     # backend has its list).
-    passthrough = staticmethod(passthrough_headers)
+    passthrough: Callable[[Sequence[tuple[bytes, bytes]]], list[tuple[bytes, bytes]]] = (
+        staticmethod(passthrough_headers)
+    )
 
     def __init__(self, name: str, cfg: BackendConfig, caps: tuple[int, int, int] = Caps()) -> None:
         self.name = name
