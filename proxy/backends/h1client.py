@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from proxy.backends.base import UpstreamRefused
-from proxy.request.timeouts import timeouts_for
+from proxy.request.timeouts import deadline_in, timeouts_for
 
 # A stream stops being read from the upstream socket once this much waits to be relayed
 # (tests/integration/test_backpressure.py holds the proxy to it).
@@ -567,14 +567,18 @@ class H1Pool:
     async def _connect(self) -> _Conn:
         loop = asyncio.get_running_loop()
         conn = _Conn(loop, self.caps)
-        async with asyncio.timeout(self.connect_timeout_s):
-            await loop.create_connection(
-                lambda: conn,
-                self.host,
-                self.port,
-                ssl=self.ssl,
-                server_hostname=self.host if self.ssl is not None else None,
-            )
+        connecting = loop.create_connection(
+            lambda: conn,
+            self.host,
+            self.port,
+            ssl=self.ssl,
+            server_hostname=self.host if self.ssl is not None else None,
+        )
+        if self.connect_timeout_s is None:
+            await connecting
+            return conn
+        async with deadline_in(self.connect_timeout_s):  # TimeoutError
+            await connecting
         return conn
 
     def put(self, conn: _Conn) -> None:

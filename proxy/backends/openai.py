@@ -9,13 +9,13 @@ one of a thread-per-connection server's workers (llama.cpp's) and starve the req
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 from proxy.backends.base import UpstreamFailure
 from proxy.backends.h1client import Caps, H1Pool, H1Response, UpstreamClosed
 from proxy.config import Backend as BackendConfig
+from proxy.request.timeouts import deadline_in
 
 # Upstream response headers the client may rely on; everything else stays here.
 _PASS_EXACT = frozenset(
@@ -112,7 +112,7 @@ class OpenAIBackend:
         if pool is None:
             pool = self._pools[origin] = self._new_pool(origin)
         target = (url.path or "/") + (f"?{url.query}" if url.query else "")
-        async with asyncio.timeout(timeout_s):
+        async with deadline_in(timeout_s):
             resp = await pool.request("GET", target)
             return resp.status, await resp.read()
 

@@ -6,9 +6,10 @@ few seconds holds its connection forever. Two timers close that gap: the headers
 complete within `limits.header_timeout_s` of the request's first byte (or of the
 connection opening), and the body within `limits.body_timeout_s` of the headers. On
 expiry the connection is closed (with a 408 when nothing has been answered yet); the
-request path sees a disconnect and meters it as one. A deadline is met up to a tenth of the
-shorter timeout late (one sweep per event loop, not timers per request); the keep-alive
-timeout is kept by the same sweep instead of uvicorn's timer per answered request.
+request path sees a disconnect and meters it as one. The keep-alive timeout is kept the
+same way instead of uvicorn's timer per answered request. The three are one re-armable
+`Timer` per connection in the loop's Timeouts (proxy/request/timeouts.py): moving a
+connection's deadline is an attribute write, not a timer armed and cancelled per request.
 
 POSTs to the OpenAI routes are served by one code path: the protocol hands them to the
 app's `Handler` as a `FastExchange` (proxy/server/fastpath.py), matched on the URL's path as ASGI
@@ -40,6 +41,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 
 from proxy.request.errors import error_body
 from proxy.request.handler import FAST_PATHS, Handler
+from proxy.request.timeouts import Timer, timeouts_for
 from proxy.server.fastpath import FastExchange, status_line
 
 _408_BODY = error_body("The request was not received in time.", "timeout_error", None, "timeout")
@@ -107,34 +109,6 @@ def _unframed(message: Any, scope: Any) -> bool:
     return not any(k.lower() == b"content-length" for k, _ in message.get("headers", ()))
 
 
-class _Sweeper:
-    """One timer per event loop checks every connection's deadline, instead of each request
-    arming and cancelling two timers of its own (they were ~4% of the proxy's CPU)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, interval_s: float) -> None:
-        self.loop = loop
-        self.interval_s = interval_s
-        self.conns: set[Any] = set()
-        self._handle: asyncio.TimerHandle | None = None
-
-    def add(self, conn: Any) -> None:
-        self.conns.add(conn)
-        if self._handle is None:
-            self._handle = self.loop.call_later(self.interval_s, self._sweep)
-
-    def discard(self, conn: Any) -> None:
-        self.conns.discard(conn)
-
-    def _sweep(self) -> None:
-        self._handle = None
-        now = self.loop.time()
-        for conn in [c for c in self.conns if c._deadline is not None and c._deadline <= now]:
-            conn._deadline = None
-            conn._expire()
-        if self.conns:
-            self._handle = self.loop.call_later(self.interval_s, self._sweep)
-
-
 def guarded_protocol(
     header_timeout_s: float,
     body_timeout_s: float,
@@ -144,12 +118,8 @@ def guarded_protocol(
     max_head_bytes: int = 64 * 1024,
 ) -> type[HttpToolsProtocol]:
     """A protocol class (uvicorn's `http=` option) with these deadlines (the keep-alive
-    timeout itself is uvicorn's `timeout_keep_alive`; here it only sets the sweep) and
-    these bounds on a request head."""
-    # A deadline is met at most this late: a tenth of the shortest, within [50 ms, 1 s].
-    shortest = min(header_timeout_s, body_timeout_s, keep_alive_timeout_s)
-    interval_s = min(1.0, max(0.05, shortest / 10))
-    sweepers: dict[asyncio.AbstractEventLoop, _Sweeper] = {}
+    timeout kept here, not by uvicorn's `timeout_keep_alive`) and these bounds on a
+    request head."""
     fast_urls = {path.encode(): endpoint for path, endpoint in FAST_PATHS.items()}
     # Past this many bytes of one head, it is measured against every bound.
     head_check = min(max_url_bytes, max_head_bytes)
@@ -168,9 +138,10 @@ def guarded_protocol(
     )
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
-        _deadline: float | None = None
+        # The connection's deadline (the head's, the body's or the keep-alive timeout's);
+        # disarmed while a request is being answered.
+        _timer: Timer
         _idle = False  # the deadline is the keep-alive timeout's
-        _sweeper: _Sweeper
         _handler: Handler | None = None
         # The request head's size, counted per read (data_received) while a head is open:
         # from the connection's start, and from each message's end to the next head's end;
@@ -264,7 +235,7 @@ def guarded_protocol(
             raise _Refused()
 
         def _refuse(self, answer: bytes) -> None:
-            self._deadline = None
+            self._timer.disarm()
             if self.cycle is None or self.cycle.response_complete:
                 self.transport.write(answer)
             self.transport.close()
@@ -275,16 +246,12 @@ def guarded_protocol(
             handler = getattr(self.app, "handler", None)
             if isinstance(handler, Handler):  # our app (always, but for uvicorn's own tests)
                 self._handler = handler
-            sweeper = sweepers.get(self.loop)
-            if sweeper is None:
-                sweeper = sweepers[self.loop] = _Sweeper(self.loop, interval_s)
-            self._sweeper = sweeper
-            self._deadline = self.loop.time() + header_timeout_s
-            sweeper.add(self)
+            timer = timeouts_for(self.loop).timer(GuardedHttpToolsProtocol._expire, self)
+            timer.arm(self.loop.time() + header_timeout_s)
+            self._timer = timer
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._deadline = None
-            self._sweeper.discard(self)
+            self._timer.cancel()
             super().connection_lost(exc)
 
         def on_message_begin(self) -> None:
@@ -295,8 +262,9 @@ def guarded_protocol(
             self.headers = []
             if not self._head_seen:  # begun in a read not counted for it (see above)
                 self._head_seen = _UNCOUNTED
-            if self._deadline is None:
-                self._deadline = self.loop.time() + header_timeout_s
+            timer = self._timer
+            if timer.when is None:
+                timer.arm(self.loop.time() + header_timeout_s)
 
         def _asgi_scope(self) -> None:
             url, headers, expect = self.url, self.headers, self.expect_100_continue
@@ -310,7 +278,7 @@ def guarded_protocol(
             if self._head_seen > head_check or upgrade or len(self.headers) > max_header_count:
                 self._check_head(upgrade)
             self._head_seen = _CLOSED
-            self._deadline = self.loop.time() + body_timeout_s
+            self._timer.arm(self.loop.time() + body_timeout_s)
             if self._handler is not None:
                 url = self.url
                 path = fast_urls.get(url)
@@ -346,7 +314,7 @@ def guarded_protocol(
             super().on_body(body)
 
         def on_message_complete(self) -> None:
-            self._deadline = None
+            self._timer.disarm()
             self._head_seen = 0
             cycle = self.cycle
             if cycle.__class__ is FastExchange:
@@ -380,14 +348,15 @@ def guarded_protocol(
         def _arm_idle(self) -> None:
             """The keep-alive timeout, unless a deadline (the next request's head, or this
             request's body still arriving) is already running."""
-            if self._deadline is None:
-                self._deadline = self.loop.time() + self.timeout_keep_alive
+            timer = self._timer
+            if timer.when is None:
+                timer.arm(self.loop.time() + keep_alive_timeout_s)
                 self._idle = True
 
         def _unset_keepalive_if_required(self) -> None:
             if self._idle:
                 self._idle = False
-                self._deadline = None
+                self._timer.disarm()
 
     GuardedHttpToolsProtocol.__qualname__ = "GuardedHttpToolsProtocol"
     return GuardedHttpToolsProtocol
