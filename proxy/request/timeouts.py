@@ -168,7 +168,7 @@ class Timeouts:
                     due = timer.when
                     if due is None:  # disarmed since
                         continue
-                    if due > now:  # moved later since: queued again at its deadline
+                    if due > when:  # moved later since: queued again at its deadline
                         self._queue(timer, due)
                         continue
                     timer.when = None
