@@ -240,6 +240,36 @@ async def test_read_timeout_and_malformed_answer() -> None:
         p.close()
 
 
+async def _connect_never_completes() -> None:
+    async def never(req: bytes) -> bytes | None:
+        return None
+
+    # A TLS client to a plain TCP server that accepts and waits for a request head: the
+    # handshake (part of the connect) never completes.
+    async with serving(never) as (raw, url):
+        p = H1Pool(
+            url.replace("http://", "https://"),
+            {},
+            connect_timeout_s=0.3,
+            read_timeout_s=5.0,
+            max_idle=8,
+        )
+        with pytest.raises(TimeoutError):
+            await p.request("POST", "/v1/x", b"{}")
+        task = asyncio.current_task()
+        assert task is not None and task.cancelling() == 0  # the timeout was ours alone
+        await asyncio.sleep(0)  # and the task goes on
+        assert raw.connections == 1 and raw.requests == []
+        p.close()
+
+
+@pytest.mark.parametrize("use_uvloop", [False, True])
+def test_a_connect_that_never_completes_is_a_timeout_error(use_uvloop: bool) -> None:
+    """The connect timeout (a Deadline in the loop's Timeouts) ends the attempt with the
+    TimeoutError the backend maps to a failover-able `timeout`."""
+    (uvloop.run if use_uvloop else asyncio.run)(_connect_never_completes())
+
+
 async def test_get_without_a_body_and_the_pool_takes_only_the_origin() -> None:
     async def answer(req: bytes) -> bytes:
         return ok(b"ok")
