@@ -354,9 +354,12 @@ def guarded_protocol(
                 self._idle = True
 
         def _unset_keepalive_if_required(self) -> None:
+            # Bytes on an idle connection: the next head's deadline runs from them, even if
+            # they begin no request yet (empty lines may precede a request line, RFC 9112
+            # 2.2; on_message_begin comes with its first other byte).
             if self._idle:
                 self._idle = False
-                self._timer.disarm()
+                self._timer.arm(self.loop.time() + header_timeout_s)
 
     GuardedHttpToolsProtocol.__qualname__ = "GuardedHttpToolsProtocol"
     return GuardedHttpToolsProtocol

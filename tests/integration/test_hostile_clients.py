@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.support.proxy import ProxyHandle, run_proxy
+from tests.support.rawhttp import Reader
 from tests.support.sim import SimHandle, run_simulator
 
 KEY = "sk-hostile-test-key"
@@ -170,3 +171,23 @@ def test_idle_connections_are_closed_after_the_header_timeout(
     s.close()
     assert data.startswith(b"HTTP/1.1 408") or data == b""
     assert time.monotonic() - t0 < 4
+
+
+def test_blank_lines_on_a_kept_alive_connection_do_not_hold_it_open(proxy: ProxyHandle) -> None:
+    """A client may send empty lines before a request line (RFC 9112 2.2): on an idle
+    kept-alive connection they end the keep-alive timeout, and the header timeout runs from
+    them. Before, one CRLF left the connection with no deadline at all, held forever."""
+    body = b'{"model": "chat", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}'
+    request = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+    ) % (KEY.encode(), len(body), body)
+    with socket.create_connection(("127.0.0.1", proxy.port)) as s:
+        s.sendall(request)
+        reader = Reader(s)
+        assert [a.status for a in reader.read(1)] == [200]
+        s.sendall(b"\r\n")
+        # The header timeout is 1 s, the keep-alive timeout 30 s: closed well within 10 s,
+        # with nothing written (no request of its own to answer).
+        reader.read(2, timeout=10)  # a second answer never comes: until the close
+        assert reader.eof and len(reader.answers) == 1

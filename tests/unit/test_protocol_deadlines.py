@@ -154,3 +154,26 @@ def test_a_closed_connection_releases_its_timer() -> None:
         assert timeouts_for(loop)._heap == []
 
     serve(test)
+
+
+def test_a_blank_line_on_an_idle_connection_starts_the_header_timeout() -> None:
+    """Bytes on an idle keep-alive connection end its keep-alive timeout, and the header
+    timeout runs from them even when they begin no request yet (the empty lines a client
+    may send before a request line, RFC 9112 2.2): else one CRLF held the connection
+    open with no deadline at all."""
+
+    async def test(loop: ClockLoop, served: Served) -> None:
+        conns, reader, writer = served
+        writer.write(REQUEST)
+        await answered(reader)
+        conn = conns[0]
+        writer.write(b"\r\n")
+        while conn._idle:  # read: the keep-alive timeout is over
+            await advance(loop, 0)
+        await advance(loop, HEAD_S - 0.5)
+        assert not conn.transport.is_closing()
+        await advance(loop, 0.5)
+        assert conn.transport.is_closing()
+        assert await reader.read() == b""  # (a kept-alive connection: closed without a 408)
+
+    serve(test)
