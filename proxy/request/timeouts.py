@@ -153,16 +153,16 @@ class Timeouts:
         now = self._loop().time()  # type: ignore[union-attr]
         try:
             while heap:
-                when, seq, entry = heap[0]
+                when, _, entry = heap[0]
+                if not _live(heap[0]):  # cancelled, or a timer's superseded entry
+                    heapq.heappop(heap)
+                    self._dead -= 1
+                    continue
+                if when > now:
+                    break
+                heapq.heappop(heap)
                 if entry.__class__ is Timer:
                     timer = entry
-                    if seq != timer._seq:  # superseded by an earlier entry, or cancelled
-                        heapq.heappop(heap)
-                        self._dead -= 1
-                        continue
-                    if when > now:
-                        break
-                    heapq.heappop(heap)
                     timer._seq = -1
                     timer._queued = math.inf
                     due = timer.when
@@ -175,13 +175,6 @@ class Timeouts:
                     callback, arg = timer.callback, timer.arg
                 else:
                     timeout: Timeout = entry  # type: ignore[assignment]
-                    if not timeout.live:
-                        heapq.heappop(heap)
-                        self._dead -= 1
-                        continue
-                    if when > now:
-                        break
-                    heapq.heappop(heap)
                     timeout.live = False
                     callback, arg = timeout.callback, timeout.arg
                     timeout.arg = None

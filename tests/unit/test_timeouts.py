@@ -10,7 +10,7 @@ import asyncio
 import pytest
 import uvloop
 
-from proxy.request.timeouts import Timeouts, deadline_in, timeouts_for
+from proxy.request.timeouts import Timeouts, Timer, deadline_in, timeouts_for
 from tests.support.clock import ClockLoop, advance, on_clock
 
 pytestmark = pytest.mark.timeout(30)
@@ -104,6 +104,13 @@ def test_a_failing_callback_does_not_strand_the_ones_after_it(
     assert "timeout callback failed" in caplog.text
 
 
+def recording(loop: ClockLoop) -> tuple[Timeouts, Timer, list[float]]:
+    """A loop's Timeouts and a timer on them that records the times it fires at."""
+    timeouts = Timeouts(loop)
+    fired: list[float] = []
+    return timeouts, timeouts.timer(lambda _: fired.append(loop.now), None), fired
+
+
 def test_a_timer_fires_at_its_time_once() -> None:
     async def main(loop: ClockLoop) -> None:
         timeouts = Timeouts(loop)
@@ -129,9 +136,7 @@ def test_a_timer_moved_later_keeps_one_entry_and_fires_at_the_new_time() -> None
     its entry surfaces at the old time and is queued again at the new one."""
 
     async def main(loop: ClockLoop) -> None:
-        timeouts = Timeouts(loop)
-        fired: list[float] = []
-        timer = timeouts.timer(lambda _: fired.append(loop.now), None)
+        timeouts, timer, fired = recording(loop)
         timer.arm(loop.now + 10)
         for step in range(1, 1001):  # 1,000 requests, each moving it later
             timer.arm(loop.now + 10 + step * 0.01)
@@ -147,9 +152,7 @@ def test_a_timer_moved_later_keeps_one_entry_and_fires_at_the_new_time() -> None
 
 def test_a_timer_moved_earlier_fires_then_and_only_then() -> None:
     async def main(loop: ClockLoop) -> None:
-        timeouts = Timeouts(loop)
-        fired: list[float] = []
-        timer = timeouts.timer(lambda _: fired.append(loop.now), None)
+        timeouts, timer, fired = recording(loop)
         timer.arm(loop.now + 30)
         timer.arm(loop.now + 5)  # earlier: a new entry, the first one stale
         assert len(timeouts) == 1
@@ -164,9 +167,7 @@ def test_a_timer_moved_earlier_fires_then_and_only_then() -> None:
 
 def test_a_disarmed_timer_does_not_fire_and_can_be_armed_again() -> None:
     async def main(loop: ClockLoop) -> None:
-        timeouts = Timeouts(loop)
-        fired: list[float] = []
-        timer = timeouts.timer(lambda _: fired.append(loop.now), None)
+        timeouts, timer, fired = recording(loop)
         timer.arm(loop.now + 10)
         timer.disarm()
         await advance(loop, 10)
