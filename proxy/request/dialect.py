@@ -42,12 +42,14 @@ ROUTE_DIALECT: dict[str, Dialect] = {
     "embeddings": Dialect.OPENAI_EMBEDDINGS,
     "messages": Dialect.ANTHROPIC_MESSAGES,
     "count_tokens": Dialect.ANTHROPIC_MESSAGES,
+    "responses": Dialect.OPENAI_RESPONSES,
 }
 _FAMILY: dict[str, frozenset[Dialect]] = {
     "openai": frozenset(
         {Dialect.OPENAI_CHAT, Dialect.OPENAI_COMPLETIONS, Dialect.OPENAI_EMBEDDINGS}
     ),
     "anthropic": frozenset({Dialect.ANTHROPIC_MESSAGES}),
+    "responses": frozenset({Dialect.OPENAI_RESPONSES}),
 }
 
 

@@ -45,7 +45,9 @@ from proxy.request.dialect import (
 )
 from proxy.request.errors import ProxyError, error_body, normalize_upstream_error
 from proxy.request.failover import failover_reason
+from proxy.request.responses import ResponsesTap, Turn, response_object, responses_usage
 from proxy.request.sse import UsageTap
+from proxy.request.stored import serve_stored
 from proxy.request.timeouts import Deadline
 from proxy.routing.router import Plan, PlannedTarget, RouteRequest
 from proxy.server.exchange import (
@@ -68,6 +70,7 @@ ENDPOINTS = {
     "/v1/embeddings": "embeddings",
     "/v1/messages": "messages",  # Anthropic's Messages API (docs/dialects.md)
     "/v1/messages/count_tokens": "count_tokens",
+    "/v1/responses": "responses",  # OpenAI's Responses API (proxy/request/responses.py)
 }
 # Bare paths (base_url without /v1) reach the same handlers, as with OpenAI's own SDKs.
 FAST_PATHS = {**{p: p for p in ENDPOINTS}, **{p[3:]: p for p in ENDPOINTS}}
@@ -77,6 +80,7 @@ _UPSTREAM_PATH = {
     "embeddings": "/embeddings",
     "messages": "/messages",
     "count_tokens": "/messages/count_tokens",
+    "responses": "/responses",
 }
 _REQUIRED_FIELD = {
     "chat": "messages",
@@ -84,6 +88,7 @@ _REQUIRED_FIELD = {
     "embeddings": "input",
     "messages": "messages",
     "count_tokens": "messages",
+    "responses": "input",
 }
 _ANTHROPIC_HEADERS = (b"anthropic-version", b"anthropic-beta")
 _LIST_FIELD = frozenset({"chat", "messages", "count_tokens"})  # a non-empty array
@@ -154,10 +159,14 @@ class Handler:
 
     async def serve(self, exchange: Exchange, path: str) -> None:
         rt = self._rt()
+        endpoint = ENDPOINTS.get(path)
+        if endpoint is None:  # "METHOD /v1/responses/{id}[/...]": a stored response
+            await serve_stored(rt, exchange, path)
+            return
         ev = UsageEvent(
             request_id=_ID_PREFIX + str(next(_ids)),
             started_at=time.time(),
-            endpoint=ENDPOINTS[path],
+            endpoint=endpoint,
         )
         req = _Request(rt, ev, exchange, time.perf_counter())
         rt.requests_inflight += 1
@@ -216,6 +225,7 @@ class _Request:
         "stream",
         "stream_deadline",
         "t0",
+        "turn",
         "upstream",
         "upstream_s",
         "want_continuous",
@@ -242,6 +252,7 @@ class _Request:
         self.anthropic = self.dialect is Dialect.ANTHROPIC_MESSAGES  # Anthropic's error shape
         self.xl: Translation | None = None  # the current attempt's translation, if any
         self.extra = b""  # the client's anthropic-* header lines, for Anthropic targets
+        self.turn: Turn | None = None  # /v1/responses: the conversation this turn continues
 
     async def serve(self) -> None:
         rt, ev, exchange = self.rt, self.ev, self.exchange
@@ -256,6 +267,9 @@ class _Request:
         if encoding is not None:
             body = decode_body(body, encoding, limit)
         data = self.data = parse_request(body, ev.endpoint)
+        if self.dialect is Dialect.OPENAI_RESPONSES:  # its conversation: one state lookup
+            self.turn = Turn(data, principal.tenant)
+            await self.turn.load(rt)
         if self.anthropic:
             for name in _ANTHROPIC_HEADERS:
                 value = headers.get(name)
@@ -332,6 +346,8 @@ class _Request:
                 path = native_path
                 if self.anthropic:
                     body = _anthropic_body(data, target.model)
+                elif self.turn is not None:  # /v1/responses: the model and the history
+                    body = _anthropic_body(self.turn.data_for(target.backend, True), target.model)
                 else:
                     body = _upstream_body(
                         data, target.model, self.stream, rt.engine_kind(target.backend) == "vllm"
@@ -349,8 +365,9 @@ class _Request:
                     continue
                 path = xl.path
                 try:
+                    asked = data if self.turn is None else self.turn.data_for(target.backend, False)
                     body = xl.request(
-                        data, target.model, rt.config.backends[target.backend], target.target
+                        asked, target.model, rt.config.backends[target.backend], target.target
                     )
                 except TranslationError as exc:  # a field it cannot express: maybe the next can
                     ev.attempts.append(Attempt(target.backend, target.model, reason="dialect"))
@@ -571,6 +588,12 @@ class _Request:
             apply_usage(openai_usage(usage), ev)
             if ev.prompt_tokens == 0 and ev.completion_tokens == 0:  # the upstream told none
                 estimate_usage(ev, self.data, None, None)
+            if self.turn is not None:
+                raw = await self._keep_answer(raw, name, False)
+            await self._respond(200, raw, upstream.headers, name)
+            return
+        if self.turn is not None:  # a native Responses answer: its usage, and kept
+            raw = await self._keep_answer(raw, name, True)
             await self._respond(200, raw, upstream.headers, name)
             return
         try:
@@ -584,6 +607,35 @@ class _Request:
                 usage_from_body(raw, ev)
             if ev.prompt_tokens == 0 and ev.completion_tokens == 0:
                 estimate_usage(ev, self.data, None, raw)
+
+    async def _keep_answer(self, raw: bytes, backend: str, native: bool) -> bytes:
+        """A /v1/responses JSON answer: its usage (native; a translation's is counted
+        already), and the response stored before the client can ask for it."""
+        turn = self.turn
+        assert turn is not None
+        try:
+            obj = response_object(raw)
+        except ValueError as exc:
+            if native:
+                estimate_usage(self.ev, self.data, None, None)
+                return raw  # passed through as it is, as chat's answers are
+            raise ProxyError(
+                502,
+                f"Backend '{backend}' sent an answer the proxy cannot read: {exc}",
+                code="bad_upstream_answer",
+                outcome="error",
+            ) from None
+        if native:
+            usage = responses_usage(obj.get("usage"))
+            if usage is not None:
+                apply_usage(usage, self.ev)
+            if self.ev.prompt_tokens == 0 and self.ev.completion_tokens == 0:
+                estimate_usage(self.ev, self.data, None, None)
+        elif turn.prev_id is not None and obj.get("previous_response_id") != turn.prev_id:
+            obj["previous_response_id"] = turn.prev_id  # the translation saw the history only
+            raw = orjson.dumps(obj)
+        await turn.keep(self.rt, obj, backend, native)
+        return raw
 
     async def _respond(self, status: int, body: bytes, upstream: Headers, backend: str) -> None:
         """A JSON answer with the upstream's passed-through headers and ours."""
@@ -654,7 +706,12 @@ class _Request:
         """Read until the first complete SSE event: until then a failure can still fail over.
         The tap is a UsageTap, or one with its face for the other dialects (dialect.py)."""
         tap: Any
-        if self.xl is not None:
+        if self.turn is not None:  # /v1/responses: native bytes, or a translation's events
+            inner = None
+            if self.xl is not None:
+                inner = self.xl.stream(True, self.rt.config.backends[name].thinking)
+            tap = ResponsesTap(inner, self.rt.config.limits.upstream_max_event_bytes)
+        elif self.xl is not None:
             tap = self.xl.stream(self.want_usage, self.rt.config.backends[name].thinking)
         elif self.anthropic:
             tap = AnthropicTap(self.rt.config.limits.upstream_max_event_bytes)
@@ -727,6 +784,9 @@ class _Request:
             rest = redact.bytes(rest)
         tail = held + rest
         stream_usage(ev, self.data, tap)
+        if self.turn is not None and tap.response is not None:  # kept before the end is seen
+            with contextlib.suppress(ProxyError):  # state down: the answer still goes out
+                await self.turn.keep(self.rt, tap.response, target.backend, self.xl is None)
         if expired:  # ours, not the backend's failure: its breaker is not told
             ev.outcome = "cut"
             ev.attempts[-1].reason = "stream_timeout"
@@ -751,6 +811,9 @@ class _Request:
         if self.anthropic:
             err = ProxyError(status, msg)
             return b"event: error\ndata: " + anthropic_proxy_error(err) + b"\n\n"
+        if self.turn is not None:  # the Responses stream's error event
+            body = {"type": "error", "code": code, "message": msg, "param": None}
+            return b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
         return b"data: " + error_body(msg, type_, None, code) + b"\n\n"
 
     def _stream_limit(self) -> str:

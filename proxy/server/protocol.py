@@ -42,6 +42,9 @@ from proxy.request.errors import error_body
 from proxy.request.handler import FAST_PATHS, Handler
 from proxy.server.fastpath import FastExchange, status_line
 
+# GET/DELETE /v1/responses/{id}, its /cancel and /input_items (proxy/request/stored.py).
+_STORED = (b"/v1/responses/", b"/responses/")
+
 _408_BODY = error_body("The request was not received in time.", "timeout_error", None, "timeout")
 _408 = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
@@ -318,6 +321,9 @@ def guarded_protocol(
                     path = fast_urls.get(_route_path(url))
                 if path is not None and parser.get_method() == b"POST":
                     self._start_fast(path)
+                    return
+                if path is None and url.startswith(_STORED):  # a stored response's routes
+                    self._start_fast(f"{parser.get_method().decode()} {url.decode('latin-1')}")
                     return
             self._asgi_scope()
             super().on_headers_complete()
