@@ -373,7 +373,10 @@ def _post(env: Stack, body: dict[str, Any], key: str = KEY_A) -> httpx.Response:
         ({"model": "gpt", "input": 42}, "input"),
         ({"model": "gpt", "input": ["not an item"]}, "input[0]"),
         ({"model": "gpt", "input": "x", "store": "yes"}, "store"),
-        ({"model": "gpt", "input": "x", "previous_response_id": "resp_nope"}, "previous_response_id"),
+        (
+            {"model": "gpt", "input": "x", "previous_response_id": "resp_nope"},
+            "previous_response_id",
+        ),
     ],
 )
 def test_bad_input_is_a_400_in_openai_shape(env: Stack, body: dict[str, Any], param: str) -> None:
