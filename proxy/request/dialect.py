@@ -33,7 +33,11 @@ from proxy.dialects.anthropic_stream import (
     OpenAIToAnthropicStream,
     SSESplitter,
 )
-from proxy.dialects.responses_request import responses_param, responses_to_chat_placed
+from proxy.dialects.responses_request import (
+    MaxTokensField,
+    responses_param,
+    responses_to_chat_placed,
+)
 from proxy.dialects.responses_response import (
     chat_to_response,
     response_echo,
@@ -202,7 +206,8 @@ class ResponsesTranslation(Translation):
 
     def request(self, data: dict[str, Any], model: str, cfg: BackendConfig, target: Any) -> bytes:
         self._bound()
-        field = (
+        # OpenAI's own API refuses max_tokens for its reasoning models; engines take it.
+        field: MaxTokensField = (
             "max_completion_tokens" if "api.openai.com" in (cfg.base_url or "") else "max_tokens"
         )
         placed = responses_to_chat_placed(
