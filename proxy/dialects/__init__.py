@@ -19,7 +19,7 @@ class Dialect(StrEnum):
     OPENAI_COMPLETIONS = "openai-completions"
     OPENAI_EMBEDDINGS = "openai-embeddings"
     ANTHROPIC_MESSAGES = "anthropic-messages"
-    OPENAI_RESPONSES = "openai-responses"  # named now, translated later
+    OPENAI_RESPONSES = "openai-responses"
 
 
 class TranslationError(Exception):
@@ -64,6 +64,7 @@ class TokenUsage:
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_creation_tokens: int = 0
+    reasoning_tokens: int = 0  # among output_tokens (OpenAI's completion_tokens_details)
 
     @property
     def prompt_tokens(self) -> int:

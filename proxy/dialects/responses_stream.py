@@ -1,0 +1,423 @@
+"""OpenAI chat.completion.chunk SSE in, the Responses API's SSE out, event by event.
+
+Events in the order OpenAI sends them, each with its `event:` line and a running
+`sequence_number`: response.created, response.in_progress; per output item
+response.output_item.added, then for a message response.content_part.added,
+response.output_text.delta…, response.output_text.done, response.content_part.done (a
+reasoning item the same with reasoning_text), for a function call
+response.function_call_arguments.delta… and .done; response.output_item.done; last
+response.completed (or response.incomplete when the answer was cut by max_output_tokens
+or a content filter) with the whole response and its usage, or response.failed on an
+upstream error event (or `fail()`, the proxy's own ending of a cut stream).
+
+Per upstream event: one orjson parse and one small serialisation (deltas are written from
+a per-item prefix). The upstream's bytes may be cut anywhere; an event over `max_event`
+bytes is refused (`UpstreamRefused`), as the passthrough relay refuses one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from proxy.dialects import TokenUsage
+from proxy.dialects.anthropic_stream import AnthropicToOpenAIStream, SSESplitter
+from proxy.dialects.responses_response import (
+    FINISH_STATUS,
+    call_item,
+    message_item,
+    reasoning_item,
+    response_ids,
+    response_object,
+    responses_usage,
+    stream_error_code,
+    text_part,
+    usage_from_chat,
+)
+from proxy.request.sse import MAX_EVENT
+
+_MESSAGE = "message"
+_REASONING = "reasoning"
+_CALL = "function_call"
+
+
+def _sse(kind: str, body: dict[str, Any]) -> bytes:
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(body) + b"\n\n"
+
+
+class _Item:
+    """One output item while it streams."""
+
+    __slots__ = ("call_id", "id", "index", "kind", "name", "pieces", "prefix")
+
+    def __init__(self, kind: str, item_id: str, index: int) -> None:
+        self.kind = kind
+        self.id = item_id
+        self.index = index
+        self.pieces: list[str] = []
+        self.call_id = ""
+        self.name = ""
+        self.prefix = b""  # the delta events' bytes up to the delta's value
+
+
+class ChatToResponsesStream:
+    """Chat SSE in (ask the upstream for include_usage), Responses SSE out.
+
+    response_id / created_at / echo: the response object's id, time and the request fields
+    it repeats (`response_echo`). thinking "pass": vLLM's reasoning_content becomes a
+    reasoning item (else dropped). After the end, `response` is the final response object
+    (its `output` what a later `previous_response_id` replays) and `usage` its usage.
+    """
+
+    __slots__ = (
+        "_base",
+        "_calls",
+        "_finish",
+        "_open",
+        "_said",
+        "_seq",
+        "_split",
+        "_started",
+        "created_at",
+        "done",
+        "echo",
+        "error",
+        "model",
+        "output",
+        "response",
+        "response_id",
+        "thinking",
+        "usage",
+    )
+
+    def __init__(
+        self,
+        response_id: str,
+        created_at: int,
+        echo: dict[str, Any],
+        thinking: str = "drop",
+        max_event: int = MAX_EVENT,
+    ) -> None:
+        self.response_id = response_id
+        self.created_at = created_at
+        self.echo = echo
+        self.thinking = thinking
+        self.model = ""
+        self.usage = TokenUsage()
+        self.done = False
+        self.error: dict[str, Any] | None = None
+        self.output: list[dict[str, Any]] = []  # the items done so far
+        self.response: dict[str, Any] | None = None
+        self._split = SSESplitter(max_event)
+        self._base = response_ids(response_id)
+        self._seq = 0
+        self._started = False
+        self._open: _Item | None = None
+        self._calls: dict[int, _Item] = {}  # chat tool call index → its item
+        self._said = False  # a message or a call was sent (else an empty message closes)
+        self._finish: str | None = None
+
+    # -- the feed -----------------------------------------------------------------------
+    def feed(self, data: bytes) -> bytes:
+        return b"".join(self._event(p) for p in self._split.feed(data))
+
+    def tail(self) -> bytes:
+        """An unterminated last event, translated; the stream is not closed (the proxy
+        ends a cut stream itself: `fail()`)."""
+        return b"".join(self._event(p) for p in self._split.flush())
+
+    def finish(self) -> bytes:
+        """The end of the upstream: the closing events if `[DONE]` never came."""
+        out = self.tail()
+        if not self.done:
+            out += self._close()
+        return out
+
+    def fail(self, message: str, code: str = "server_error") -> bytes:
+        """End the stream with response.failed (the proxy's own: a cut or timed-out
+        upstream); nothing if it has ended already."""
+        if self.done:
+            return b""
+        self.done = True
+        out = b"" if self._started else self._start({})
+        self.error = {
+            "error": {"message": message, "type": "server_error", "param": None, "code": code}
+        }
+        return out + self._failed({"code": "server_error", "message": message})
+
+    def _event(self, payload: bytes) -> bytes:
+        if payload == b"[DONE]":
+            return b"" if self.done else self._close()
+        try:
+            chunk = orjson.loads(payload)
+            if not isinstance(chunk, dict) or self.done:
+                return b""
+            return self._translate(chunk)
+        except (orjson.JSONDecodeError, KeyError, AttributeError, TypeError, ValueError):
+            return b""  # a malformed upstream event is dropped, never the proxy's exception
+
+    # -- events -------------------------------------------------------------------------
+    def _emit(self, kind: str, body: dict[str, Any]) -> bytes:
+        body["sequence_number"] = self._seq
+        self._seq += 1
+        return _sse(kind, {"type": kind, **body})
+
+    def _delta(self, item: _Item, piece: str) -> bytes:
+        item.pieces.append(piece)
+        seq = self._seq
+        self._seq += 1
+        return (
+            item.prefix
+            + orjson.dumps(piece)
+            + b',"sequence_number":'
+            + str(seq).encode()
+            + b"}\n\n"
+        )
+
+    def _start(self, chunk: dict[str, Any]) -> bytes:
+        self._started = True
+        model = chunk.get("model")
+        self.model = model if isinstance(model, str) else ""
+        r = self._response("in_progress", [], None)
+        return self._emit("response.created", {"response": r}) + self._emit(
+            "response.in_progress", {"response": r}
+        )
+
+    def _response(
+        self,
+        status: str,
+        output: list[dict[str, Any]],
+        usage: dict[str, Any] | None,
+        incomplete: str | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        return response_object(
+            self.response_id,
+            self.created_at,
+            self.echo,
+            model=self.model,
+            status=status,
+            output=output,
+            usage=usage,
+            incomplete=incomplete,
+            error=error,
+        )
+
+    def _translate(self, chunk: dict[str, Any]) -> bytes:
+        if "error" in chunk and "choices" not in chunk:
+            err = chunk["error"]
+            status = 500
+            if isinstance(err, dict):
+                message = str(err.get("message", ""))
+                code = err.get("code")
+                if type(code) is int:
+                    status = code
+                elif "rate_limit" in f"{code} {err.get('type')}":
+                    status = 429
+            else:
+                message = str(chunk.get("message") or err)
+            self.done = True
+            self.error = {
+                "error": {"message": message, "type": "server_error", "param": None, "code": None}
+            }
+            return self._failed({"code": stream_error_code(status), "message": message})
+        out = b"" if self._started else self._start(chunk)
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage_from_chat(usage)
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if reasoning and self.thinking == "pass" and isinstance(reasoning, str):
+                out += self._piece(_REASONING, reasoning)
+            text = delta.get("content")
+            if text and isinstance(text, str):
+                out += self._piece(_MESSAGE, text)
+            for call in delta.get("tool_calls") or ():
+                out += self._call(call)
+            finish = choice.get("finish_reason")
+            if finish and isinstance(finish, str):
+                self._finish = finish
+        return out
+
+    def _piece(self, kind: str, piece: str) -> bytes:
+        item = self._open
+        out = b""
+        if item is None or item.kind != kind:
+            out = self._close_item() + self._open_item(kind)
+            item = self._open
+            assert item is not None
+        return out + self._delta(item, piece)
+
+    def _open_item(self, kind: str) -> bytes:
+        index = len(self.output)
+        prefix = "rs" if kind == _REASONING else "msg"
+        item = self._open = _Item(kind, f"{prefix}_{self._base}_{index}", index)
+        if kind == _MESSAGE:
+            self._said = True
+            shell: dict[str, Any] = {
+                "id": item.id,
+                "type": "message",
+                "role": "assistant",
+                "status": "in_progress",
+                "content": [],
+            }
+            part: dict[str, Any] = text_part("")
+            name = "response.output_text.delta"
+        else:
+            shell = {"id": item.id, "type": "reasoning", "summary": [], "status": "in_progress"}
+            part = {"type": "reasoning_text", "text": ""}
+            name = "response.reasoning_text.delta"
+        head = orjson.dumps({"type": name, "item_id": item.id, "output_index": index})
+        extra = b',"content_index":0,"logprobs":[]' if kind == _MESSAGE else b',"content_index":0'
+        item.prefix = b"event: " + name.encode() + b"\ndata: " + head[:-1] + extra + b',"delta":'
+        where = {"item_id": item.id, "output_index": index, "content_index": 0}
+        return self._emit(
+            "response.output_item.added", {"output_index": index, "item": shell}
+        ) + self._emit("response.content_part.added", {**where, "part": part})
+
+    def _call(self, call: dict[str, Any]) -> bytes:
+        i = call.get("index", 0)
+        fn = call.get("function") or {}
+        item = self._calls.get(i)
+        out = b""
+        if item is None:
+            out = self._close_item()
+            index = len(self.output)
+            item = self._open = self._calls[i] = _Item(_CALL, f"fc_{self._base}_{index}", index)
+            self._said = True
+            cid = call.get("id")
+            item.call_id = cid if isinstance(cid, str) and cid else f"call_{self._base}_{index}"
+            name = fn.get("name")
+            item.name = name if isinstance(name, str) else ""
+            head = orjson.dumps(
+                {
+                    "type": "response.function_call_arguments.delta",
+                    "item_id": item.id,
+                    "output_index": index,
+                }
+            )
+            item.prefix = (
+                b"event: response.function_call_arguments.delta\ndata: " + head[:-1] + b',"delta":'
+            )
+            shell = call_item(item.id, item.call_id, item.name, "", "in_progress")
+            out += self._emit("response.output_item.added", {"output_index": index, "item": shell})
+        args = fn.get("arguments")
+        if args and isinstance(args, str) and item is self._open:
+            # A piece for a call already closed (calls interleaved) cannot be sent: chat
+            # upstreams stream calls one after another.
+            out += self._delta(item, args)
+        return out
+
+    def _close_item(self, status: str = "completed") -> bytes:
+        item, self._open = self._open, None
+        if item is None:
+            return b""
+        text = "".join(item.pieces)
+        where = {"item_id": item.id, "output_index": item.index}
+        if item.kind == _CALL:
+            done = call_item(item.id, item.call_id, item.name, text, status)
+            out = self._emit(
+                "response.function_call_arguments.done",
+                {**where, "name": item.name, "arguments": text},
+            )
+        elif item.kind == _MESSAGE:
+            done = message_item(item.id, text, status)
+            part = done["content"][0]
+            out = self._emit(
+                "response.output_text.done",
+                {**where, "content_index": 0, "text": text, "logprobs": []},
+            )
+            out += self._emit(
+                "response.content_part.done", {**where, "content_index": 0, "part": part}
+            )
+        else:
+            done = reasoning_item(item.id, text)
+            out = self._emit(
+                "response.reasoning_text.done", {**where, "content_index": 0, "text": text}
+            )
+            out += self._emit(
+                "response.content_part.done",
+                {**where, "content_index": 0, "part": {"type": "reasoning_text", "text": text}},
+            )
+        self.output.append(done)
+        return out + self._emit(
+            "response.output_item.done", {"output_index": item.index, "item": done}
+        )
+
+    def _close(self) -> bytes:
+        self.done = True
+        out = b"" if self._started else self._start({})
+        status, reason = FINISH_STATUS.get(self._finish, ("completed", None))
+        if not self._said:  # nothing said and nothing called: an empty message, as OpenAI
+            out += self._close_item() + self._open_item(_MESSAGE)
+        out += self._close_item(status)
+        r = self.response = self._response(status, self.output, responses_usage(self.usage), reason)
+        kind = "response.completed" if status == "completed" else "response.incomplete"
+        return out + self._emit(kind, {"response": r})
+
+    def _failed(self, error: dict[str, Any]) -> bytes:
+        r = self.response = self._response(
+            "failed", self.output, responses_usage(self.usage), error=error
+        )
+        return self._emit("response.failed", {"response": r})
+
+
+class AnthropicToResponsesStream:
+    """Anthropic Messages SSE in, Responses SSE out: the two translators chained
+    (Anthropic → chat chunks → Responses events), so the Responses sequence is written in
+    one place. `usage` is the Anthropic stream's (cache writes included)."""
+
+    __slots__ = ("_a", "_r")
+
+    def __init__(
+        self,
+        response_id: str,
+        created_at: int,
+        echo: dict[str, Any],
+        thinking: str = "drop",
+        max_event: int = MAX_EVENT,
+    ) -> None:
+        self._a = AnthropicToOpenAIStream(
+            include_usage=True,
+            created=created_at,
+            thinking="pass" if thinking == "pass" else "drop",
+            max_event=max_event,
+        )
+        self._r = ChatToResponsesStream(response_id, created_at, echo, thinking, max_event)
+
+    def feed(self, data: bytes) -> bytes:
+        chat = self._a.feed(data)
+        return self._r.feed(chat) if chat else b""
+
+    def tail(self) -> bytes:
+        return self._r.feed(self._a.tail()) + self._r.tail()
+
+    def finish(self) -> bytes:
+        return self._r.feed(self._a.finish()) + self._r.finish()
+
+    def fail(self, message: str, code: str = "server_error") -> bytes:
+        return self._r.fail(message, code)
+
+    @property
+    def usage(self) -> TokenUsage:
+        return self._a.usage
+
+    @property
+    def done(self) -> bool:
+        return self._r.done
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        return self._r.error
+
+    @property
+    def response(self) -> dict[str, Any] | None:
+        return self._r.response
+
+    @property
+    def output(self) -> list[dict[str, Any]]:
+        return self._r.output
