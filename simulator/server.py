@@ -667,7 +667,7 @@ class SimServer:
         shape: Any = None,
     ) -> web.StreamResponse:
         """`shape`: the events' maker when not the mode's dialect (the Responses API's)."""
-        dialect = shape or self.dialect
+        dialect: Any = shape or self.dialect
         resp = web.StreamResponse(status=200, headers=headers)
         resp.content_type = "text/event-stream"
         resp.charset = "utf-8"

@@ -26,6 +26,7 @@ from proxy.backends.base import UpstreamFailure, UpstreamRefused, UpstreamRespon
 from proxy.dialects import Dialect, TranslationError
 from proxy.dialects.anthropic_request import anthropic_to_openai_chat
 from proxy.dialects.anthropic_response import openai_usage
+from proxy.dialects.responses_response import usage_from_responses
 from proxy.metering.events import Attempt, UsageEvent
 from proxy.metering.gpu import Share
 from proxy.metering.tokens import cheap_prompt_estimate, estimate_prompt_tokens
@@ -36,6 +37,7 @@ from proxy.request.dialect import (
     ROUTE_DIALECT,
     AnthropicTap,
     PreformattedError,
+    ResponsesTap,
     Translation,
     anthropic_body_usage,
     anthropic_proxy_error,
@@ -45,7 +47,7 @@ from proxy.request.dialect import (
 )
 from proxy.request.errors import ProxyError, error_body, normalize_upstream_error
 from proxy.request.failover import failover_reason
-from proxy.request.responses import ResponsesTap, Turn, response_object, responses_usage
+from proxy.request.responses import HoldEnd, Turn
 from proxy.request.sse import UsageTap
 from proxy.request.stored import serve_stored
 from proxy.request.timeouts import Deadline
@@ -347,13 +349,15 @@ class _Request:
                 if self.anthropic:
                     body = _anthropic_body(data, target.model)
                 elif self.turn is not None:  # /v1/responses: the model and the history
-                    body = _anthropic_body(self.turn.data_for(target.backend, True), target.model)
+                    body = _anthropic_body(self.turn.data_for(target.backend), target.model)
                 else:
                     body = _upstream_body(
                         data, target.model, self.stream, rt.engine_kind(target.backend) == "vllm"
                     )
             else:
                 xl = self.xl = translation_for(self.dialect, speaks)
+                if xl is not None and self.turn is not None:  # this request's id and history
+                    xl = self.xl = self.turn.bind(xl)
                 if xl is None:
                     last_error = _err(
                         400,
@@ -365,9 +369,8 @@ class _Request:
                     continue
                 path = xl.path
                 try:
-                    asked = data if self.turn is None else self.turn.data_for(target.backend, False)
                     body = xl.request(
-                        asked, target.model, rt.config.backends[target.backend], target.target
+                        data, target.model, rt.config.backends[target.backend], target.target
                     )
                 except TranslationError as exc:  # a field it cannot express: maybe the next can
                     ev.attempts.append(Attempt(target.backend, target.model, reason="dialect"))
@@ -613,28 +616,23 @@ class _Request:
         already), and the response stored before the client can ask for it."""
         turn = self.turn
         assert turn is not None
+        xl = self.xl
+        if not native:
+            response = getattr(xl, "response", None)
+            if isinstance(response, dict):
+                await turn.keep(self.rt, response, backend, False)
+            return raw
         try:
-            obj = response_object(raw)
-        except ValueError as exc:
-            if native:
-                estimate_usage(self.ev, self.data, None, None)
-                return raw  # passed through as it is, as chat's answers are
-            raise ProxyError(
-                502,
-                f"Backend '{backend}' sent an answer the proxy cannot read: {exc}",
-                code="bad_upstream_answer",
-                outcome="error",
-            ) from None
-        if native:
-            usage = responses_usage(obj.get("usage"))
-            if usage is not None:
-                apply_usage(usage, self.ev)
-            if self.ev.prompt_tokens == 0 and self.ev.completion_tokens == 0:
-                estimate_usage(self.ev, self.data, None, None)
-        elif turn.prev_id is not None and obj.get("previous_response_id") != turn.prev_id:
-            obj["previous_response_id"] = turn.prev_id  # the translation saw the history only
-            raw = orjson.dumps(obj)
-        await turn.keep(self.rt, obj, backend, native)
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            obj = None
+        if not isinstance(obj, dict):  # passed through as it is, as chat's answers are
+            estimate_usage(self.ev, self.data, None, None)
+            return raw
+        apply_usage(openai_usage(usage_from_responses(obj.get("usage"))), self.ev)
+        if self.ev.prompt_tokens == 0 and self.ev.completion_tokens == 0:
+            estimate_usage(self.ev, self.data, None, None)
+        await turn.keep(self.rt, obj, backend, True)
         return raw
 
     async def _respond(self, status: int, body: bytes, upstream: Headers, backend: str) -> None:
@@ -707,10 +705,12 @@ class _Request:
         The tap is a UsageTap, or one with its face for the other dialects (dialect.py)."""
         tap: Any
         if self.turn is not None:  # /v1/responses: native bytes, or a translation's events
-            inner = None
+            inner: Any
             if self.xl is not None:
                 inner = self.xl.stream(True, self.rt.config.backends[name].thinking)
-            tap = ResponsesTap(inner, self.rt.config.limits.upstream_max_event_bytes)
+            else:
+                inner = ResponsesTap(self.rt.config.limits.upstream_max_event_bytes)
+            tap = HoldEnd(inner)
         elif self.xl is not None:
             tap = self.xl.stream(self.want_usage, self.rt.config.backends[name].thinking)
         elif self.anthropic:
@@ -794,24 +794,27 @@ class _Request:
                 f"The stream reached the proxy's time limit for a stream ({self._stream_limit()}) "
                 f"and was ended; the answer is truncated."
             )
-            tail += self._stream_error(msg, "timeout_error", "stream_timeout", 504)
+            tail += self._stream_error(msg, "timeout_error", "stream_timeout", 504, tap)
         elif cut or not (tap.saw_done or tap.saw_error):
             ev.outcome = "cut"
             msg = (
                 f"The backend '{target.backend}' ended the stream before it was complete; "
                 f"the answer is truncated."
             )
-            tail += self._stream_error(msg, "server_error", "stream_interrupted", 502)
+            tail += self._stream_error(msg, "server_error", "stream_interrupted", 502, tap)
             ev.attempts[-1].reason = "cut"
             self.rt.on_failure(target.backend, "cut")
         await exchange.end_stream(tail)
 
-    def _stream_error(self, msg: str, type_: str, code: str, status: int) -> bytes:
+    def _stream_error(self, msg: str, type_: str, code: str, status: int, tap: Any) -> bytes:
         """The proxy's own error event that ends a stream, in the client's dialect."""
         if self.anthropic:
             err = ProxyError(status, msg)
             return b"event: error\ndata: " + anthropic_proxy_error(err) + b"\n\n"
-        if self.turn is not None:  # the Responses stream's error event
+        if self.turn is not None:  # a translation's response.failed, else OpenAI's event
+            ending: bytes = tap.fail(msg, code)
+            if ending:
+                return ending
             body = {"type": "error", "code": code, "message": msg, "param": None}
             return b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
         return b"data: " + error_body(msg, type_, None, code) + b"\n\n"

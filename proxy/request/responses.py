@@ -9,30 +9,22 @@ failover, metering); this module adds what only that route needs:
   as it is to the backend that owns the previous response's upstream id, else with the
   stored conversation spelled out as input (a translated target, or failover to another
   native one), so a conversation survives a change of backend.
-- `ResponsesTap`: a Responses SSE stream (native, or a translation's) relayed event by
-  event; `response.completed` (or incomplete/failed) read for usage and the final
-  response, and held back until the response is stored, so a client that sees the end
-  can continue the conversation at once.
-- `responses_usage`: a Responses `usage` in the meter's (chat) terms.
+- `HoldEnd`: a Responses stream's tap (native bytes or a translation's events, both
+  from proxy/request/dialect.py) whose terminal event is held back until the response
+  is stored, so a client that sees the end can continue the conversation at once.
 """
 
 from __future__ import annotations
 
+import secrets
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from proxy.backends.base import UpstreamRefused
-from proxy.dialects import TranslationError
 from proxy.request.errors import ProxyError
-from proxy.request.sse import MAX_EVENT
 
 if TYPE_CHECKING:
     from proxy.runtime import Runtime
 
 _TERMINAL = (b'"response.completed"', b'"response.incomplete"', b'"response.failed"')
-_DELTA = b'"response.output_text.delta"'
-_ERROR_EVENT = b'"type":"error"'
 
 
 def _invalid(message: str, param: str | None, code: str = "invalid_value") -> ProxyError:
@@ -73,7 +65,7 @@ class Turn:
     """One POST /v1/responses: its input items, the response it continues, and whether
     its own answer is kept."""
 
-    __slots__ = ("data", "items", "prev", "prev_id", "store", "tenant")
+    __slots__ = ("data", "items", "prev", "prev_id", "response_id", "store", "tenant")
 
     def __init__(self, data: dict[str, Any], tenant: str) -> None:
         self.data = data
@@ -93,6 +85,7 @@ class Turn:
             )
         self.prev_id: str | None = prev_id
         self.prev: dict[str, Any] | None = None
+        self.response_id: str | None = None  # a translated response's, made here
 
     async def load(self, rt: Runtime) -> None:
         """The stored response `previous_response_id` names, this tenant's only."""
@@ -114,18 +107,20 @@ class Turn:
             return []
         return [*prev.get("input", ()), *prev.get("output", ())]
 
-    def data_for(self, backend: str, native: bool) -> dict[str, Any]:
-        """The request for one attempt: as the client sent it when `backend` holds the
-        previous response itself, else with the stored conversation as its input."""
+    def bind(self, xl: Any) -> Any:
+        """A translation for this request: the response id the proxy gives it (the same
+        on every attempt) and the stored conversation as its history."""
+        if self.response_id is None:
+            self.response_id = f"resp_{secrets.token_hex(24)}"
+        history = self.conversation() if self.prev is not None else None
+        return xl.bind(self.data, self.response_id, history)
+
+    def data_for(self, backend: str) -> dict[str, Any]:
+        """The request for a native attempt: as the client sent it when `backend` holds
+        the previous response itself, else with the stored conversation as its input."""
         data = self.data
-        if not native and data.get("background"):
-            raise TranslationError(
-                f"Background responses need a backend that serves /v1/responses itself; "
-                f"'{backend}' is reached through a translation.",
-                "background",
-            )
         prev = self.prev
-        if prev is None or (native and prev.get("native") and prev.get("backend") == backend):
+        if prev is None or (prev.get("native") and prev.get("backend") == backend):
             return data
         out = dict(data)
         del out["previous_response_id"]
@@ -152,138 +147,58 @@ class Turn:
         await rt.responses.put(self.tenant, rid, doc, rt.config.responses.retention_s)
 
 
-def responses_usage(usage: Any) -> dict[str, Any] | None:
-    """A Responses `usage` (input/output tokens, cached and reasoning details) in the chat
-    terms the meter reads; reasoning tokens are part of the output tokens, as OpenAI bills."""
-    if not isinstance(usage, dict):
-        return None
-    out: dict[str, Any] = {
-        "prompt_tokens": usage.get("input_tokens"),
-        "completion_tokens": usage.get("output_tokens"),
-    }
-    details = usage.get("input_tokens_details")
-    if isinstance(details, dict):
-        out["prompt_tokens_details"] = {"cached_tokens": details.get("cached_tokens")}
-    return out
+class HoldEnd:
+    """A Responses stream's tap (the native `ResponsesTap`, or a translation's
+    `ResponsesStream`: complete events out) with its terminal event held back until
+    `flush`, so the response is stored before the client sees it end."""
 
+    __slots__ = ("_held", "_inner")
 
-def response_object(raw: bytes) -> dict[str, Any]:
-    """A JSON answer of /v1/responses as a dict (a 502 for the caller when it is not one)."""
-    data = orjson.loads(raw)
-    if not isinstance(data, dict):
-        raise ValueError("the answer is not a JSON object")
-    return data
-
-
-def _sse_data(event: bytes) -> bytes:
-    return b"\n".join(
-        line[5:].lstrip(b" ")
-        for line in event.replace(b"\r\n", b"\n").split(b"\n")
-        if line.startswith(b"data:")
-    )
-
-
-class ResponsesTap:
-    """A Responses SSE stream behind UsageTap's face (feed/flush/saw_done/saw_error/usage/
-    content_events): complete events through, the terminal one held until `flush`."""
-
-    __slots__ = (
-        "_buf",
-        "_held",
-        "_inner",
-        "_usage",
-        "content_events",
-        "max_event",
-        "response",
-        "saw_done",
-        "saw_error",
-    )
-
-    def __init__(self, inner: Any = None, max_event: int = MAX_EVENT) -> None:
-        self._inner = inner  # a translation's stream, or None for native bytes
-        self.max_event = max_event
-        self._buf = b""
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
         self._held = b""
-        self._usage: dict[str, Any] | None = None
-        self.response: dict[str, Any] | None = None  # the final response object
-        self.content_events = 0
-        self.saw_done = False
-        self.saw_error = False
 
     def feed(self, data: bytes) -> bytes:
-        inner = self._inner
-        if inner is not None:
-            data = inner.feed(data)
-            if not data:
-                return b""
-        return self._events(data, False)
-
-    def flush(self) -> bytes:
-        inner = self._inner
-        rest = inner.flush() if inner is not None else b""
-        out = self._events(rest, True) if rest or self._buf else b""
-        held, self._held = self._held, b""
-        if inner is not None:
-            self.saw_done = self.saw_done or inner.saw_done
-            self.saw_error = self.saw_error or inner.saw_error
-        return out + held
-
-    def _events(self, data: bytes, last: bool) -> bytes:
-        buf = self._buf + data if self._buf else data
-        end = buf.rfind(b"\n\n")
-        if end >= 0:
-            end += 2
-        crlf = buf.rfind(b"\r\n\r\n")
-        if crlf >= 0 and crlf + 4 > end:
-            end = crlf + 4
-        if last:
-            end = len(buf)
-        if end < 0:
-            if len(buf) > self.max_event:
-                raise UpstreamRefused(
-                    f"an event of the stream exceeds {self.max_event} bytes "
-                    "(limits.upstream_max_event_bytes)"
-                )
-            self._buf = buf
-            return b""
-        out, self._buf = buf[:end], buf[end:]
-        self.content_events += out.count(_DELTA)
+        out: bytes = self._inner.feed(data)
         if self._held:
             self._held += out
             return b""
-        if _ERROR_EVENT in out:
-            self.saw_error = True
-        if any(t in out for t in _TERMINAL):
-            return self._hold_terminal(out)
+        for mark in _TERMINAL:
+            at = out.find(mark)
+            if at >= 0:
+                gap = out.rfind(b"\n\n", 0, at)  # the end of the event before it
+                start = gap + 2 if gap >= 0 else 0  # (CRLF framing: the piece whole)
+                self._held = out[start:]
+                return out[:start]
         return out
 
-    def _hold_terminal(self, out: bytes) -> bytes:
-        """Pass the events before the terminal one; keep it (and what follows) for flush."""
-        pos = 0
-        for event in out.replace(b"\r\n", b"\n").split(b"\n\n"):
-            if any(t in event for t in _TERMINAL):
-                payload = _sse_data(event)
-                try:
-                    obj = orjson.loads(payload)
-                except orjson.JSONDecodeError:
-                    obj = None
-                if isinstance(obj, dict) and isinstance(obj.get("response"), dict):
-                    response = obj["response"]
-                    self.response = response
-                    self._usage = responses_usage(response.get("usage"))
-                    if obj.get("type") == "response.failed":
-                        self.saw_error = True
-                    else:
-                        self.saw_done = True
-                    break
-            pos += len(event) + 2
-        if out.find(b"\r\n") >= 0:  # CRLF framing: pass the whole piece, the end is seen
-            return out
-        self._held = out[pos:]
-        return out[:pos]
+    def flush(self) -> bytes:
+        rest: bytes = self._inner.flush()
+        held, self._held = self._held, b""
+        return held + rest
+
+    def fail(self, message: str, code: str) -> bytes:
+        """A translation's own ending of a cut stream (response.failed), else nothing."""
+        fail = getattr(self._inner, "fail", None)
+        return fail(message, code) if fail is not None else b""
+
+    @property
+    def saw_done(self) -> bool:
+        return bool(self._inner.saw_done)
+
+    @property
+    def saw_error(self) -> bool:
+        return bool(self._inner.saw_error)
+
+    @property
+    def content_events(self) -> int:
+        return int(self._inner.content_events)
+
+    @property
+    def response(self) -> dict[str, Any] | None:
+        response: dict[str, Any] | None = self._inner.response
+        return response
 
     def usage(self) -> dict[str, Any] | None:
-        if self._usage is not None:
-            return self._usage
-        inner = self._inner
-        return inner.usage() if inner is not None else None
+        usage: dict[str, Any] | None = self._inner.usage()
+        return usage

@@ -143,7 +143,9 @@ class RedisRemote(Remote):
 
     async def get_doc(self, key: str) -> bytes | None:
         value = await self.client.get(key)
-        return bytes(value) if value is not None else None
+        if value is None:
+            return None
+        return value if isinstance(value, bytes) else str(value).encode()
 
     async def put_doc(self, key: str, value: bytes, ttl_s: int) -> None:
         await self.client.set(key, value, ex=max(1, ttl_s))
