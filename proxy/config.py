@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -193,8 +194,9 @@ class Backend(_Strict):
     # The API families it serves natively (docs/dialects.md); default by type: openai and
     # litellm → [openai], anthropic → [anthropic]. vLLM and llama.cpp also serve
     # /v1/messages: `speaks: [openai, anthropic]` sends Anthropic clients there untranslated.
-    # `responses` (OpenAI's /v1/responses): an API backend of type openai speaks it by
-    # default; a pool's engine only when listed (vLLM serves it; llama.cpp does not).
+    # `responses` (OpenAI's /v1/responses): OpenAI's own API (base_url on api.openai.com)
+    # speaks it by default; any other server only when listed (vLLM serves it; llama.cpp
+    # and most OpenAI-compatible providers do not: they get it translated to chat).
     speaks: list[Literal["openai", "anthropic", "responses"]] | None = None
     # type: anthropic only: the `anthropic-version` header (a client's own is passed
     # instead), `max_tokens` when an OpenAI client gave none (Anthropic requires it), and
@@ -239,7 +241,7 @@ class Backend(_Strict):
             return frozenset(self.speaks)
         if self.type == "anthropic":
             return frozenset({"anthropic"})
-        if self.type == "openai" and self.pool is None:  # OpenAI's API serves /v1/responses
+        if self.type == "openai" and _is_openai_api(self.base_url):  # serves /v1/responses
             return frozenset({"openai", "responses"})
         return frozenset({"openai"})
 
@@ -248,6 +250,11 @@ class Backend(_Strict):
         if self.engine is not None:
             return self.engine
         return "vllm" if self.pool is not None else "none"
+
+
+def _is_openai_api(base_url: str | None) -> bool:
+    host = urlsplit(base_url or "").hostname or ""
+    return host == "api.openai.com"
 
 
 class Target(_Strict):

@@ -24,6 +24,7 @@ from tests.support.sim import SimHandle, run_simulator
 KEY_A = "sk-hg-resp-team-a-41d0"
 KEY_B = "sk-hg-resp-team-b-93c2"
 MODEL = "gpt-4o-mini"  # priced in litellm's table
+SPEAKS = {"speaks": ["openai", "responses"]}  # as OpenAI's API (api.openai.com) by default
 FAST = ["--ttft-ms", "0", "--itl-ms", "0", "--record-bodies", "--default-max-tokens", "8"]
 TOOLS = [
     {
@@ -101,9 +102,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "health_checks": {"enabled": False},
             "gpu_pools": {"h100": {"gpus": 1, "billing": "rental", "usd_per_gpu_hour": 2.5}},
             "backends": {
-                "oa": {"type": "openai", "base_url": oa.base_url, "api_key": "sk-up"},
-                "fa": {"type": "openai", "base_url": fa.base_url, "api_key": "sk-up"},
-                "fb": {"type": "openai", "base_url": fb.base_url, "api_key": "sk-up"},
+                "oa": {"type": "openai", "base_url": oa.base_url, "api_key": "sk-up", **SPEAKS},
+                "fa": {"type": "openai", "base_url": fa.base_url, "api_key": "sk-up", **SPEAKS},
+                "fb": {"type": "openai", "base_url": fb.base_url, "api_key": "sk-up", **SPEAKS},
                 "local": {"type": "openai", "base_url": vllm.base_url, "pool": "h100"},
             },
             "models": {
