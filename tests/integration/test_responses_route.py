@@ -18,6 +18,7 @@ import pytest
 
 from costing.api import api_cost
 from costing.prices import PriceTable
+from tests.support.openai_node import run_node
 from tests.support.proxy import ProxyHandle, run_proxy
 from tests.support.sim import SimHandle, run_simulator
 
@@ -418,3 +419,25 @@ def test_openapi_documents_the_routes(env: Stack) -> None:
     assert "post" in doc["paths"]["/v1/responses"]
     assert set(doc["paths"]["/v1/responses/{response_id}"]) == {"get", "delete"}
     assert "post" in doc["paths"]["/v1/responses/{response_id}/cancel"]
+
+
+# ---------------------------------------------------------------- openai-node
+
+
+@pytest.mark.parametrize("alias", ["gpt", "local"])
+def test_openai_node_sdk(env: Stack, alias: str) -> None:
+    seen = run_node("responses.mjs", env.proxy.base_url, KEY_A, alias)
+    evs = env.books.next(3)
+    for usage, ev in zip(
+        (seen["create"]["usage"], seen["stream"]["usage"], seen["next"]["usage"]), evs, strict=True
+    ):
+        assert (usage["input_tokens"], usage["output_tokens"]) == (
+            ev["prompt_tokens"],
+            ev["completion_tokens"],
+        )
+    assert seen["create"]["text"] and seen["stream"]["text"]
+    assert seen["stream"]["kinds"][0] == "response.created"
+    assert seen["stream"]["kinds"][-1] == "response.completed"
+    assert seen["next"]["previous"] == seen["create"]["id"]
+    assert evs[2]["prompt_tokens"] > evs[0]["prompt_tokens"]  # the first turn went along
+    assert seen["retrieved"] == seen["create"]["id"] and seen["after_delete"] == 404
