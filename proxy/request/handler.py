@@ -785,8 +785,7 @@ class _Request:
         tail = held + rest
         stream_usage(ev, self.data, tap)
         if self.turn is not None and tap.response is not None:  # kept before the end is seen
-            with contextlib.suppress(ProxyError):  # state down: the answer still goes out
-                await self.turn.keep(self.rt, tap.response, target.backend, self.xl is None)
+            await self.turn.keep(self.rt, tap.response, target.backend, self.xl is None)
         if expired:  # ours, not the backend's failure: its breaker is not told
             ev.outcome = "cut"
             ev.attempts[-1].reason = "stream_timeout"

@@ -16,6 +16,7 @@ failover, metering); this module adds what only that route needs:
 
 from __future__ import annotations
 
+import logging
 import secrets
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,8 @@ from proxy.request.errors import ProxyError
 
 if TYPE_CHECKING:
     from proxy.runtime import Runtime
+
+log = logging.getLogger("hybridgate.responses")
 
 _TERMINAL = (b'"response.completed"', b'"response.incomplete"', b'"response.failed"')
 
@@ -144,7 +147,10 @@ class Turn:
             "output": output if isinstance(output, list) else [],
             "response": None if native else response,
         }
-        await rt.responses.put(self.tenant, rid, doc, rt.config.responses.retention_s)
+        try:
+            await rt.responses.put(self.tenant, rid, doc, rt.config.responses.retention_s)
+        except ProxyError as err:  # the answer was paid for: it goes out, not kept
+            log.warning("response %s not stored: %s", rid[:64], err.message)
 
 
 class HoldEnd:
