@@ -224,7 +224,7 @@ class ResponsesTranslation(Translation):
             except TranslationError as exc:  # named as the Responses client knows it
                 param = responses_param(exc.param, placed.places)
                 if exc.param and param != exc.param:
-                    exc.message = exc.message.replace(f"'{exc.param}'", f"'{param}'")
+                    exc.message = exc.message.replace(exc.param, param)
                 exc.param = param
                 raise
         out["model"] = model
