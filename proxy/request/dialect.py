@@ -225,8 +225,8 @@ class ResponsesTranslation(Translation):
                 out = openai_chat_to_anthropic(out, default)
             except TranslationError as exc:  # named as the Responses client knows it
                 param = responses_param(exc.param, placed.places)
-                if exc.param and param != exc.param:
-                    exc.message = exc.message.replace(f"'{exc.param}'", f"'{param}'")
+                if exc.param and param and param != exc.param:
+                    exc.message = exc.message.replace(exc.param, param)
                 exc.param = param
                 raise
         out["model"] = model
