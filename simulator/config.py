@@ -53,6 +53,8 @@ class SimConfig:
     # anthropic mode: prompt tokens reported as read from / written to the prompt cache.
     cache_read_tokens: int = 0
     cache_creation_tokens: int = 0
+    # api mode's /v1/responses: output tokens reported as reasoning (among output_tokens).
+    reasoning_tokens: int = 0
     # Faults at start (same keys as POST /sim/faults).
     faults: dict[str, object] = field(default_factory=dict)
 
@@ -136,6 +138,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     a = p.add_argument_group("api mode")
     a.add_argument("--ttft-ms", type=float, default=d.ttft_ms)
+    a.add_argument(
+        "--reasoning-tokens",
+        type=int,
+        default=d.reasoning_tokens,
+        help="/v1/responses: report this many output tokens as reasoning tokens",
+    )
     a.add_argument("--itl-ms", type=float, default=d.itl_ms)
     a.add_argument(
         "--rpm-limit",
@@ -227,6 +235,7 @@ def from_args(ns: argparse.Namespace) -> SimConfig:
         max_logged_requests=ns.max_logged_requests,
         access_log=ns.access_log,
         record_bodies=ns.record_bodies,
+        reasoning_tokens=ns.reasoning_tokens,
         max_num_seqs=ns.max_num_seqs,
         max_num_batched_tokens=ns.max_num_batched_tokens,
         kv_cache_tokens=ns.kv_cache_tokens,

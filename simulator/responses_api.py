@@ -60,6 +60,7 @@ class ResponseJob:
     body: dict[str, Any]
     tool: tuple[str, str] | None = None
     previous_id: str | None = None
+    reasoning: int = 0  # output tokens reported as reasoning (--reasoning-tokens)
 
 
 @dataclass
@@ -217,7 +218,7 @@ class ResponsesShape:
             "input_tokens": p,
             "input_tokens_details": {"cached_tokens": 0},
             "output_tokens": generated,
-            "output_tokens_details": {"reasoning_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": min(self.job.reasoning, generated)},
             "total_tokens": p + generated,
         }
 

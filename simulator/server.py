@@ -521,6 +521,7 @@ class SimServer:
                 body, self.stored, self.cfg.default_max_tokens, self.cfg.tool_calls
             )
             self._check_model(job.model)
+            job.reasoning = self.cfg.reasoning_tokens
             if job.background and not job.store:
                 raise RequestError(
                     400, "Background mode requires 'store' to be true.", "background"

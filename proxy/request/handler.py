@@ -47,7 +47,7 @@ from proxy.request.dialect import (
 )
 from proxy.request.errors import ProxyError, error_body, normalize_upstream_error
 from proxy.request.failover import failover_reason
-from proxy.request.responses import HoldEnd, Turn
+from proxy.request.responses import HoldEnd, Turn, reasoning_tokens
 from proxy.request.sse import UsageTap
 from proxy.request.stored import serve_stored
 from proxy.request.timeouts import Deadline
@@ -620,6 +620,7 @@ class _Request:
         if not native:
             response = getattr(xl, "response", None)
             if isinstance(response, dict):
+                self._reasoning(response)
                 await turn.keep(self.rt, response, backend, False)
             return raw
         try:
@@ -632,8 +633,14 @@ class _Request:
         apply_usage(openai_usage(usage_from_responses(obj.get("usage"))), self.ev)
         if self.ev.prompt_tokens == 0 and self.ev.completion_tokens == 0:
             estimate_usage(self.ev, self.data, None, None)
+        self._reasoning(obj)
         await turn.keep(self.rt, obj, backend, True)
         return raw
+
+    def _reasoning(self, response: dict[str, Any]) -> None:
+        """A Responses answer's reasoning tokens into the event (among its output ones)."""
+        ev = self.ev
+        ev.reasoning_tokens = min(reasoning_tokens(response), ev.completion_tokens)
 
     async def _respond(self, status: int, body: bytes, upstream: Headers, backend: str) -> None:
         """A JSON answer with the upstream's passed-through headers and ours."""
@@ -785,6 +792,7 @@ class _Request:
         tail = held + rest
         stream_usage(ev, self.data, tap)
         if self.turn is not None and tap.response is not None:  # kept before the end is seen
+            self._reasoning(tap.response)
             await self.turn.keep(self.rt, tap.response, target.backend, self.xl is None)
         if expired:  # ours, not the backend's failure: its breaker is not told
             ev.outcome = "cut"

@@ -153,6 +153,14 @@ class Turn:
             log.warning("response %s not stored: %s", rid[:64], err.message)
 
 
+def reasoning_tokens(response: Any) -> int:
+    """The reasoning tokens a response object reports (among its output tokens)."""
+    usage = response.get("usage") if isinstance(response, dict) else None
+    details = usage.get("output_tokens_details") if isinstance(usage, dict) else None
+    n = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    return n if type(n) is int and n > 0 else 0
+
+
 class HoldEnd:
     """A Responses stream's tap (the native `ResponsesTap`, or a translation's
     `ResponsesStream`: complete events out) with its terminal event held back until

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 _JSON = (b"content-type", b"application/json")
 _REQUEST_ID = b"x-request-id"
 _BACKEND = b"x-hybridgate-backend"
-_ID = re.compile(r"[A-Za-z0-9_.\-]{1,256}")
+_ID = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,255}")  # no "." or ".." path segment
 _PREFIXES = ("/v1/responses/", "/responses/")
 _ROUTES = {"": ("GET", "DELETE"), "cancel": ("POST",), "input_items": ("GET",)}
 _ids = itertools.count(1)

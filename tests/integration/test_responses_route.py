@@ -19,7 +19,7 @@ import pytest
 from costing.api import api_cost
 from costing.prices import PriceTable
 from tests.support.openai_node import run_node
-from tests.support.proxy import ProxyHandle, run_proxy
+from tests.support.proxy import ProxyHandle, metric_value, run_proxy
 from tests.support.sim import SimHandle, run_simulator
 
 KEY_A = "sk-hg-resp-team-a-41d0"
@@ -85,7 +85,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("responses-route")
     log = tmp / "requests.jsonl"
     with (
-        run_simulator(tmp, "api", args=FAST, name="oa") as oa,
+        run_simulator(tmp, "api", args=[*FAST, "--reasoning-tokens", "3"], name="oa") as oa,
         run_simulator(tmp, "api", args=FAST, name="fa") as fa,
         run_simulator(tmp, "api", args=FAST, name="fb") as fb,
         run_simulator(tmp, "vllm", args=FAST) as vllm,
@@ -166,6 +166,7 @@ def test_create_native_usage_is_the_books(env: Stack) -> None:
         ev["completion_tokens"],
     )
     assert ev["completion_tokens"] == 8 and not ev["estimated"]
+    assert r.usage.output_tokens_details.reasoning_tokens == ev["reasoning_tokens"] == 3
     assert ev["cost_usd"] == pytest.approx(gpt_cost(ev), rel=1e-12) and ev["cost_usd"] > 0
     # The simulator's own books: what it generated is what was metered.
     rec = env.sims["oa"].stats()["requests"][-1]
@@ -192,6 +193,7 @@ def test_stream_native_usage_is_the_books(env: Stack) -> None:
         ev["completion_tokens"],
     )
     assert ev["cost_usd"] == pytest.approx(gpt_cost(ev), rel=1e-12)
+    assert final.usage.output_tokens_details.reasoning_tokens == ev["reasoning_tokens"] == 3
     # stored: the proxy knows who owns it, and the upstream answers for it
     got = env.client().responses.retrieve(final.id)
     assert got.id == final.id and got.output_text == final.output_text
@@ -409,6 +411,10 @@ def test_item_routes_answer_in_openai_shape(env: Stack) -> None:
     assert r.status_code == 404
     r = httpx.get(f"{base}/responses/resp_unknown", timeout=10)
     assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    for probe in ("..", "%2E%2E", "..%2F..%2Fmetrics", "x%2F..%2F..%2Fmetrics", "a b"):
+        r = httpx.get(f"{base}/responses/{probe}", headers=h, timeout=10)
+        assert r.status_code == 404, probe
+        assert r.json()["error"]["type"] == "invalid_request_error"
     # without /v1, as the SDKs allow
     r = httpx.get(f"{env.proxy.url}/responses/resp_unknown", headers=h, timeout=10)
     assert r.status_code == 404
@@ -441,3 +447,38 @@ def test_openai_node_sdk(env: Stack, alias: str) -> None:
     assert seen["next"]["previous"] == seen["create"]["id"]
     assert evs[2]["prompt_tokens"] > evs[0]["prompt_tokens"]  # the first turn went along
     assert seen["retrieved"] == seen["create"]["id"] and seen["after_delete"] == 404
+
+
+def test_prometheus_counters_are_what_the_clients_saw(env: Stack) -> None:
+    p = env.proxy
+
+    def counters() -> list[float]:
+        text = p.metrics_text()
+        out = [
+            metric_value(text, "hybridgate_tokens_total", backend="oa", kind=k)
+            for k in ("prompt", "completion", "reasoning")
+        ]
+        out.append(metric_value(text, "hybridgate_cost_usd_total", backend="oa"))
+        out.append(metric_value(text, "hybridgate_requests_total", backend="oa"))
+        return out
+
+    env.books.next(0)
+    before = counters()
+    c = env.client()
+    usages = [c.responses.create(model="gpt", input="One.").usage]
+    with c.responses.stream(model="gpt", input="Two, streamed.") as stream:
+        for _ in stream:
+            pass
+        usages.append(stream.get_final_response().usage)
+    evs = env.books.next(2)  # the books are written by then: the counters too
+    after = counters()
+    assert all(u is not None for u in usages)
+    seen = [
+        sum(u.input_tokens for u in usages if u),
+        sum(u.output_tokens for u in usages if u),
+        sum(u.output_tokens_details.reasoning_tokens for u in usages if u),
+    ]
+    delta = [b - a for a, b in zip(before, after, strict=True)]
+    assert delta[:3] == seen and seen[2] == 6
+    assert delta[3] == pytest.approx(sum(e["cost_usd"] for e in evs), rel=1e-9)
+    assert delta[4] == 2
