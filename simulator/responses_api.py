@@ -22,21 +22,14 @@ import orjson
 
 from simulator.parse import RequestError
 from simulator.responses import random_alnum, tool_arguments
-from simulator.tokens import count_text, filler_text, filler_token
+from simulator.tokens import count_text, filler_text, filler_token, message_text
 
 
 def _item_text(item: Any) -> str:
-    if isinstance(item, str):
-        return item
+    """An input or output item's text (message content, call arguments, call output)."""
     if not isinstance(item, dict):
         return ""
-    content = item.get("content")
-    if isinstance(content, str):
-        text = content
-    elif isinstance(content, list):
-        text = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    else:
-        text = ""
+    text = message_text(item)
     for key in ("arguments", "output"):
         value = item.get(key)
         if isinstance(value, str):

@@ -442,12 +442,7 @@ class SimServer:
         rec.seq = seq
         if job.stream:
             return await self._stream(request, rec, headers, reply, seq)
-        try:
-            await self._slow_first_token()
-            self.engine.submit(seq, False)
-            await seq.wait_finished()
-        finally:
-            self.engine.cancel(seq)  # no-op once finished
+        await self._run_whole(seq)
         if job.kind == "embedding":
             body = self.dialect.embeddings(reply, job.inputs, self.cfg.embedding_dim, job.base64)
             if self.vllm:
@@ -489,12 +484,7 @@ class SimServer:
         rec.seq = seq
         if job.stream:
             return await self._stream(request, rec, headers, reply, seq)
-        try:
-            await self._slow_first_token()
-            self.engine.submit(seq, False)
-            await seq.wait_finished()
-        finally:
-            self.engine.cancel(seq)
+        await self._run_whole(seq)
         assert isinstance(self.dialect, AnthropicDialect)
         return _json(self.dialect.message(reply, seq.generated), 200, headers)
 
@@ -551,12 +541,7 @@ class SimServer:
         if job.stream:
             resp = await self._stream(request, rec, headers, None, seq, shape)
         else:
-            try:
-                await self._slow_first_token()
-                self.engine.submit(seq, False)
-                await seq.wait_finished()
-            finally:
-                self.engine.cancel(seq)
+            await self._run_whole(seq)
             status = shape.final_status(seq.generated)
             resp = _json(shape.response(status, seq.generated), 200, headers)
         if stored is not None:
@@ -652,6 +637,15 @@ class SimServer:
         if secrets.compare_digest(auth.encode(), f"Bearer {key}".encode()):
             return None
         return _json(self.dialect.error(401, "Incorrect API key provided."), 401, headers)
+
+    async def _run_whole(self, seq: Sequence) -> None:
+        """Generate a non-streamed answer to its end (cancelled with the request)."""
+        try:
+            await self._slow_first_token()
+            self.engine.submit(seq, False)
+            await seq.wait_finished()
+        finally:
+            self.engine.cancel(seq)  # no-op once finished
 
     async def _slow_first_token(self) -> None:
         delay = self.faults.current.slow_first_token_s

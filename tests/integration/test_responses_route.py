@@ -7,9 +7,7 @@ its vllm mode (chat only: translated). What the SDK sees is checked against the 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +17,7 @@ import pytest
 from costing.api import api_cost
 from costing.prices import PriceTable
 from tests.support.openai_node import run_node
-from tests.support.proxy import ProxyHandle, metric_value, run_proxy
+from tests.support.proxy import Books, ProxyHandle, metric_value, run_proxy
 from tests.support.sim import SimHandle, run_simulator
 
 KEY_A = "sk-hg-resp-team-a-41d0"
@@ -39,31 +37,6 @@ TOOLS = [
         },
     }
 ]
-
-
-class Books:
-    """The request log, read one new event at a time (one request at a time here)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.seen = 0
-
-    def _lines(self) -> list[str]:
-        return self.path.read_text().splitlines() if self.path.exists() else []
-
-    def mark(self) -> None:
-        self.seen = len(self._lines())
-
-    def next(self, n: int = 1) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + 10
-        while True:
-            lines = self._lines()
-            if len(lines) >= self.seen + n or time.monotonic() > deadline:
-                out = [json.loads(x) for x in lines[self.seen : self.seen + n]]
-                self.seen += len(out)
-                assert len(out) == n, f"request log has {len(out)} new events, expected {n}"
-                return out
-            time.sleep(0.05)
 
 
 class Stack:
@@ -482,3 +455,21 @@ def test_prometheus_counters_are_what_the_clients_saw(env: Stack) -> None:
     assert delta[:3] == seen and seen[2] == 6
     assert delta[3] == pytest.approx(sum(e["cost_usd"] for e in evs), rel=1e-9)
     assert delta[4] == 2
+
+
+@pytest.mark.parametrize("alias", ["gpt", "local"])
+def test_a_tool_loop_with_previous_response_id(env: Stack, alias: str) -> None:
+    c = env.client()
+    r1 = c.responses.create(model=alias, input="Weather in Paris?", tools=TOOLS)  # type: ignore[arg-type]
+    (call,) = [i for i in r1.output if i.type == "function_call"]
+    assert call.name == "get_weather" and json.loads(call.arguments)
+    r2 = c.responses.create(
+        model=alias,
+        previous_response_id=r1.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "Sunny, 21 C"}],
+        tools=TOOLS,  # type: ignore[arg-type]
+    )
+    assert r2.output_text and r2.previous_response_id == r1.id
+    env.books.next(2)
+    sent = json.dumps(env.bodies("oa" if alias == "gpt" else "local")[-1])
+    assert "Weather in Paris?" in sent and "Sunny, 21 C" in sent
