@@ -62,6 +62,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         run_simulator(tmp, "api", args=FAST, name="fa") as fa,
         run_simulator(tmp, "api", args=FAST, name="fb") as fb,
         run_simulator(tmp, "vllm", args=FAST) as vllm,
+        run_simulator(tmp, "anthropic", args=FAST, name="claude") as claude,
     ):
         cfg = {
             "auth": {
@@ -80,10 +81,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 "fa": {"type": "openai", "base_url": fa.base_url, "api_key": "sk-up", **SPEAKS},
                 "fb": {"type": "openai", "base_url": fb.base_url, "api_key": "sk-up", **SPEAKS},
                 "local": {"type": "openai", "base_url": vllm.base_url, "pool": "h100"},
+                "claude": {"type": "anthropic", "base_url": claude.url, "api_key": "sk-ant"},
             },
             "models": {
                 "gpt": {"targets": [{"backend": "oa", "model": MODEL}]},
                 "local": {"targets": [{"backend": "local", "model": "sim-model"}]},
+                "claude": {"targets": [{"backend": "claude", "model": "claude-sonnet-4-5"}]},
                 "fo-native": {
                     "strategy": "priority",
                     "targets": [
@@ -101,7 +104,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             },
         }
         with run_proxy(tmp, cfg) as proxy:
-            yield Stack(proxy, {"oa": oa, "fa": fa, "fb": fb, "local": vllm}, Books(log))
+            sims = {"oa": oa, "fa": fa, "fb": fb, "local": vllm, "claude": claude}
+            yield Stack(proxy, sims, Books(log))
 
 
 @pytest.fixture
@@ -265,6 +269,10 @@ def test_failover_keeps_the_conversation(env: Stack, alias: str, second: str) ->
         raw2 = c.responses.with_raw_response.create(
             model=alias, input="What is my name?", previous_response_id=r1.id
         )
+        # the first response lives at fa: asking for it while fa is down says so
+        with pytest.raises(openai.APIStatusError) as down:
+            c.responses.retrieve(r1.id)
+        assert down.value.status_code == 502 and "'fa'" in down.value.message
     finally:
         env.sims["fa"].clear_faults()
     r2 = raw2.parse()
@@ -289,24 +297,27 @@ def test_failover_keeps_the_conversation(env: Stack, alias: str, second: str) ->
 # ---------------------------------------------------------------- translated (vllm simulator)
 
 
-def test_create_translated_usage_is_the_books(env: Stack) -> None:
+@pytest.mark.parametrize("alias", ["local", "claude"])
+def test_create_translated_usage_is_the_books(env: Stack, alias: str) -> None:
     c = env.client()
-    r = c.responses.create(model="local", input="Hello from a chat-only engine.")
+    r = c.responses.create(model=alias, input="Hello from a chat-only engine.")
     assert r.id and r.output_text and r.status in ("completed", "incomplete")
     (ev,) = env.books.next()
-    assert ev["backend"] == "local" and ev["endpoint"] == "responses"
+    assert ev["backend"] == alias and ev["endpoint"] == "responses"
     assert r.usage is not None
     assert (r.usage.input_tokens, r.usage.output_tokens) == (
         ev["prompt_tokens"],
         ev["completion_tokens"],
     )
-    assert ev["gpu_seconds"] > 0 and not ev["estimated"]
+    assert not ev["estimated"]
+    if alias == "local":
+        assert ev["gpu_seconds"] > 0
+    else:
+        assert ev["cost_usd"] > 0  # priced as Claude's tokens
     assert c.responses.retrieve(r.id).output_text == r.output_text
-    r2 = c.responses.create(model="local", input="And then?", previous_response_id=r.id)
+    r2 = c.responses.create(model=alias, input="And then?", previous_response_id=r.id)
     assert r2.previous_response_id == r.id
-    sent = env.bodies("local")[-1]
-    assert json.dumps(sent).count("Hello from a chat-only engine.") == 1
-    assert any(m.get("role") == "assistant" for m in sent)
+    assert r2.usage is not None and r2.usage.input_tokens > r.usage.input_tokens
     env.books.next()
     c.responses.delete(r.id)
     with pytest.raises(openai.NotFoundError):
