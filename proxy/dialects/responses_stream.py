@@ -10,9 +10,12 @@ response.completed (or response.incomplete when the answer was cut by max_output
 or a content filter) with the whole response and its usage, or response.failed on an
 upstream error event (or `fail()`, the proxy's own ending of a cut stream).
 
-Per upstream event: one orjson parse and one small serialisation (deltas are written from
-a per-item prefix). The upstream's bytes may be cut anywhere; an event over `max_event`
-bytes is refused (`UpstreamRefused`), as the passthrough relay refuses one.
+Two readers share the writer: chat chunks (`ChatToResponsesStream`) and Anthropic's
+events (`AnthropicToResponsesStream`, byte-for-byte what chaining Anthropic → chat →
+Responses gives, at one parse per event instead of two). Per upstream event: one orjson
+parse and one small serialisation (deltas are written from a per-item prefix). The
+upstream's bytes may be cut anywhere; an event over `max_event` bytes is refused
+(`UpstreamRefused`), as the passthrough relay refuses one.
 """
 
 from __future__ import annotations
@@ -22,7 +25,12 @@ from typing import Any
 import orjson
 
 from proxy.dialects import TokenUsage
-from proxy.dialects.anthropic_stream import AnthropicToOpenAIStream, SSESplitter
+from proxy.dialects.anthropic_response import (
+    ANTHROPIC_STATUS,
+    STOP_TO_FINISH,
+    anthropic_error_to_openai,
+)
+from proxy.dialects.anthropic_stream import SSESplitter
 from proxy.dialects.responses_response import (
     FINISH_STATUS,
     call_item,
@@ -280,8 +288,14 @@ class ChatToResponsesStream:
         ) + self._emit("response.content_part.added", {**where, "part": part})
 
     def _call(self, call: dict[str, Any]) -> bytes:
-        i = call.get("index", 0)
         fn = call.get("function") or {}
+        return self._call_piece(
+            call.get("index", 0), call.get("id"), fn.get("name"), fn.get("arguments")
+        )
+
+    def _call_piece(self, i: Any, cid: Any, name: Any, args: Any) -> bytes:
+        """A piece of the call the upstream numbers `i`: its start (id, name) the first
+        time, then its arguments."""
         item = self._calls.get(i)
         out = b""
         if item is None:
@@ -289,9 +303,7 @@ class ChatToResponsesStream:
             index = len(self.output)
             item = self._open = self._calls[i] = _Item(_CALL, f"fc_{self._base}_{index}", index)
             self._said = True
-            cid = call.get("id")
             item.call_id = cid if isinstance(cid, str) and cid else f"call_{self._base}_{index}"
-            name = fn.get("name")
             item.name = name if isinstance(name, str) else ""
             head = orjson.dumps(
                 {
@@ -305,7 +317,6 @@ class ChatToResponsesStream:
             )
             shell = call_item(item.id, item.call_id, item.name, "", "in_progress")
             out += self._emit("response.output_item.added", {"output_index": index, "item": shell})
-        args = fn.get("arguments")
         if args and isinstance(args, str) and item is self._open:
             # A piece for a call already closed (calls interleaved) cannot be sent: chat
             # upstreams stream calls one after another.
@@ -366,58 +377,70 @@ class ChatToResponsesStream:
         return self._emit("response.failed", {"response": r})
 
 
-class AnthropicToResponsesStream:
-    """Anthropic Messages SSE in, Responses SSE out: the two translators chained
-    (Anthropic → chat chunks → Responses events), so the Responses sequence is written in
-    one place. `usage` is the Anthropic stream's (cache writes included)."""
+class AnthropicToResponsesStream(ChatToResponsesStream):
+    """Anthropic Messages SSE in, Responses SSE out: the same Responses writer, reading
+    Anthropic's events (a text block → a message item, a tool_use block → a function
+    call, thinking with "pass" → a reasoning item; message_delta's stop reason → the
+    status; message_stop → the end; an error event → response.failed). Equal to
+    Anthropic → chat → Responses (the answer path chains the two), at one parse per
+    event instead of two. `usage` keeps Anthropic's cumulative counts (cache writes
+    included)."""
 
-    __slots__ = ("_a", "_r")
+    __slots__ = ()
 
-    def __init__(
-        self,
-        response_id: str,
-        created_at: int,
-        echo: dict[str, Any],
-        thinking: str = "drop",
-        max_event: int = MAX_EVENT,
-    ) -> None:
-        self._a = AnthropicToOpenAIStream(
-            include_usage=True,
-            created=created_at,
-            thinking="pass" if thinking == "pass" else "drop",
-            max_event=max_event,
-        )
-        self._r = ChatToResponsesStream(response_id, created_at, echo, thinking, max_event)
+    def _translate(self, ev: dict[str, Any]) -> bytes:
+        kind = ev.get("type")
+        if kind == "message_start":
+            m = ev.get("message") or {}
+            self._update(m.get("usage"))
+            return b"" if self._started else self._start(m)
+        out = b"" if self._started or kind == "ping" else self._start({})
+        if kind == "content_block_delta":
+            d = ev["delta"]
+            dk = d.get("type")
+            if dk == "text_delta":
+                text = d.get("text")
+                if text and isinstance(text, str):
+                    out += self._piece(_MESSAGE, text)
+            elif dk == "input_json_delta":
+                out += self._call_piece(ev.get("index", 0), None, None, d.get("partial_json"))
+            elif dk == "thinking_delta" and self.thinking == "pass":
+                text = d.get("thinking")
+                if text and isinstance(text, str):
+                    out += self._piece(_REASONING, text)
+        elif kind == "content_block_start":
+            b = ev.get("content_block") or {}
+            bk = b.get("type")
+            if bk == "tool_use":
+                out += self._call_piece(ev.get("index", 0), b.get("id"), b.get("name"), None)
+            elif bk == "text" and b.get("text") and isinstance(b["text"], str):
+                out += self._piece(_MESSAGE, b["text"])
+        elif kind == "message_delta":
+            self._update(ev.get("usage"))
+            stop = (ev.get("delta") or {}).get("stop_reason")
+            self._finish = STOP_TO_FINISH.get(stop, stop)
+        elif kind == "message_stop":
+            out += self._close()
+        elif kind == "error":
+            err = ev.get("error") or {}
+            status = ANTHROPIC_STATUS.get(err.get("type"), 500)
+            message = str(err.get("message", ""))
+            self.done = True
+            self.error = anthropic_error_to_openai(status, ev)
+            out += self._failed({"code": stream_error_code(status), "message": message})
+        return out
 
-    def feed(self, data: bytes) -> bytes:
-        chat = self._a.feed(data)
-        return self._r.feed(chat) if chat else b""
-
-    def tail(self) -> bytes:
-        return self._r.feed(self._a.tail()) + self._r.tail()
-
-    def finish(self) -> bytes:
-        return self._r.feed(self._a.finish()) + self._r.finish()
-
-    def fail(self, message: str, code: str = "server_error") -> bytes:
-        return self._r.fail(message, code)
-
-    @property
-    def usage(self) -> TokenUsage:
-        return self._a.usage
-
-    @property
-    def done(self) -> bool:
-        return self._r.done
-
-    @property
-    def error(self) -> dict[str, Any] | None:
-        return self._r.error
-
-    @property
-    def response(self) -> dict[str, Any] | None:
-        return self._r.response
-
-    @property
-    def output(self) -> list[dict[str, Any]]:
-        return self._r.output
+    def _update(self, u: Any) -> None:
+        """Anthropic's counts are cumulative: a later event's value replaces the earlier."""
+        if not isinstance(u, dict):
+            return
+        t = self.usage
+        for key, attr in (
+            ("input_tokens", "input_tokens"),
+            ("output_tokens", "output_tokens"),
+            ("cache_read_input_tokens", "cache_read_tokens"),
+            ("cache_creation_input_tokens", "cache_creation_tokens"),
+        ):
+            v = u.get(key)
+            if type(v) is int and v >= 0:
+                setattr(t, attr, v)

@@ -156,10 +156,15 @@ def test_anthropic_stream_equals_the_whole_translation(
     assert whole == chat_to_response(anthropic_to_openai_response(msg, 5), "resp_a", 5, ECHO)
     assert xl.response == whole
     t = AnthropicToResponsesStream("resp_a", 5, ECHO)
-    out = run(t, split_at(anthropic_sse(msg, text_cuts), byte_cuts))
+    raw = anthropic_sse(msg, text_cuts)
+    out = run(t, split_at(raw, byte_cuts))
     assert t.response == whole
     sdk_final(out)
     assert t.usage == usage_from_anthropic(msg["usage"])
+    # the direct reader writes exactly what the chain Anthropic → chat → Responses would
+    chat = AnthropicToOpenAIStream(include_usage=True, created=5)
+    chained = ChatToResponsesStream("resp_a", 5, ECHO)
+    assert run(chained, [chat.feed(raw) + chat.finish()]) == out
 
 
 def test_event_sequence_of_text_and_calls() -> None:
@@ -280,6 +285,18 @@ def test_upstream_error_event_is_response_failed() -> None:
     assert last["type"] == "response.failed" and t.done and t.error is not None
     assert last["response"]["error"] == {"code": "rate_limit_exceeded", "message": "rate limited"}
     assert "late" not in out.decode()
+    for kind, code in (
+        ("rate_limit_error", "rate_limit_exceeded"),
+        ("overloaded_error", "server_error"),
+    ):
+        a = AnthropicToResponsesStream("resp_e", 1, ECHO)
+        err = {"type": "error", "error": {"type": kind, "message": "busy"}}
+        events = read_responses_stream(
+            a.feed(b"event: error\ndata: " + orjson.dumps(err) + b"\n\n")
+        )
+        assert [e["type"] for e in events][-1] == "response.failed" and a.error is not None
+        assert events[-1]["response"]["error"] == {"code": code, "message": "busy"}
+        assert a.finish() == b""
     ts = ResponsesStream(
         ChatToResponsesStream("resp_f", 1, ECHO), RESPONSES_TO_CHAT.bind(REQUEST, "resp_f")
     )
