@@ -29,6 +29,7 @@ from proxy.dialects.anthropic_response import (
     ANTHROPIC_STATUS,
     STOP_TO_FINISH,
     anthropic_error_to_openai,
+    update_anthropic_usage,
 )
 from proxy.dialects.anthropic_stream import SSESplitter
 from proxy.dialects.responses_response import (
@@ -392,7 +393,7 @@ class AnthropicToResponsesStream(ChatToResponsesStream):
         kind = ev.get("type")
         if kind == "message_start":
             m = ev.get("message") or {}
-            self._update(m.get("usage"))
+            update_anthropic_usage(self.usage, m.get("usage"))
             return b"" if self._started else self._start(m)
         out = b"" if self._started or kind == "ping" else self._start({})
         if kind == "content_block_delta":
@@ -416,7 +417,7 @@ class AnthropicToResponsesStream(ChatToResponsesStream):
             elif bk == "text" and b.get("text") and isinstance(b["text"], str):
                 out += self._piece(_MESSAGE, b["text"])
         elif kind == "message_delta":
-            self._update(ev.get("usage"))
+            update_anthropic_usage(self.usage, ev.get("usage"))
             stop = (ev.get("delta") or {}).get("stop_reason")
             self._finish = STOP_TO_FINISH.get(stop, stop)
         elif kind == "message_stop":
@@ -429,18 +430,3 @@ class AnthropicToResponsesStream(ChatToResponsesStream):
             self.error = anthropic_error_to_openai(status, ev)
             out += self._failed({"code": stream_error_code(status), "message": message})
         return out
-
-    def _update(self, u: Any) -> None:
-        """Anthropic's counts are cumulative: a later event's value replaces the earlier."""
-        if not isinstance(u, dict):
-            return
-        t = self.usage
-        for key, attr in (
-            ("input_tokens", "input_tokens"),
-            ("output_tokens", "output_tokens"),
-            ("cache_read_input_tokens", "cache_read_tokens"),
-            ("cache_creation_input_tokens", "cache_creation_tokens"),
-        ):
-            v = u.get(key)
-            if type(v) is int and v >= 0:
-                setattr(t, attr, v)
