@@ -68,6 +68,25 @@ def usage_from_openai(u: Any) -> TokenUsage:
     )
 
 
+_ANTHROPIC_COUNTS = (
+    ("input_tokens", "input_tokens"),
+    ("output_tokens", "output_tokens"),
+    ("cache_read_input_tokens", "cache_read_tokens"),
+    ("cache_creation_input_tokens", "cache_creation_tokens"),
+)
+
+
+def update_anthropic_usage(t: TokenUsage, u: Any) -> None:
+    """A streamed Anthropic usage (message_start's, message_delta's) into `t`: the counts
+    are cumulative, so a later event's value replaces the earlier; non-integers ignored."""
+    if not isinstance(u, dict):
+        return
+    for key, attr in _ANTHROPIC_COUNTS:
+        v = u.get(key)
+        if type(v) is int and v >= 0:
+            setattr(t, attr, v)
+
+
 def openai_usage(t: TokenUsage) -> dict[str, Any]:
     prompt = t.prompt_tokens
     return {

@@ -504,3 +504,14 @@ def responses_param(param: str | None, places: list[str]) -> str | None:
     if param.startswith("tools["):
         return param.split(".", 1)[0]
     return _CHAT_PARAM.get(param, param)
+
+
+def input_items(body: dict[str, Any]) -> list[Any]:
+    """The request's `input` as items (a string is one user message), for the route to
+    store with the answer's output items: the `history` of a later previous_response_id
+    is the earlier turns' history + input_items + output, in order (`instructions` are
+    not carried over, as OpenAI does not carry them)."""
+    given = body.get("input")
+    if isinstance(given, str):
+        return [{"type": "message", "role": "user", "content": given}]
+    return list(given) if isinstance(given, list) else []

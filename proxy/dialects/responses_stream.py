@@ -10,9 +10,12 @@ response.completed (or response.incomplete when the answer was cut by max_output
 or a content filter) with the whole response and its usage, or response.failed on an
 upstream error event (or `fail()`, the proxy's own ending of a cut stream).
 
-Per upstream event: one orjson parse and one small serialisation (deltas are written from
-a per-item prefix). The upstream's bytes may be cut anywhere; an event over `max_event`
-bytes is refused (`UpstreamRefused`), as the passthrough relay refuses one.
+Two readers share the writer: chat chunks (`ChatToResponsesStream`) and Anthropic's
+events (`AnthropicToResponsesStream`, byte-for-byte what chaining Anthropic → chat →
+Responses gives, at one parse per event instead of two). Per upstream event: one orjson
+parse and one small serialisation (deltas are written from a per-item prefix). The
+upstream's bytes may be cut anywhere; an event over `max_event` bytes is refused
+(`UpstreamRefused`), as the passthrough relay refuses one.
 """
 
 from __future__ import annotations
@@ -22,7 +25,13 @@ from typing import Any
 import orjson
 
 from proxy.dialects import TokenUsage
-from proxy.dialects.anthropic_stream import AnthropicToOpenAIStream, SSESplitter
+from proxy.dialects.anthropic_response import (
+    ANTHROPIC_STATUS,
+    STOP_TO_FINISH,
+    anthropic_error_to_openai,
+    update_anthropic_usage,
+)
+from proxy.dialects.anthropic_stream import SSESplitter
 from proxy.dialects.responses_response import (
     FINISH_STATUS,
     call_item,
@@ -75,6 +84,7 @@ class ChatToResponsesStream:
         "_calls",
         "_finish",
         "_open",
+        "_out",
         "_said",
         "_seq",
         "_split",
@@ -114,25 +124,32 @@ class ChatToResponsesStream:
         self._seq = 0
         self._started = False
         self._open: _Item | None = None
+        self._out: list[bytes] = []  # events made by the current feed
         self._calls: dict[int, _Item] = {}  # chat tool call index → its item
         self._said = False  # a message or a call was sent (else an empty message closes)
         self._finish: str | None = None
 
     # -- the feed -----------------------------------------------------------------------
+    # Events are written to `_out` as they are made, so an upstream event that breaks
+    # halfway (dropped) cannot lose the ones already numbered.
     def feed(self, data: bytes) -> bytes:
-        return b"".join(self._event(p) for p in self._split.feed(data))
+        for p in self._split.feed(data):
+            self._event(p)
+        return self._take()
 
     def tail(self) -> bytes:
         """An unterminated last event, translated; the stream is not closed (the proxy
         ends a cut stream itself: `fail()`)."""
-        return b"".join(self._event(p) for p in self._split.flush())
+        for p in self._split.flush():
+            self._event(p)
+        return self._take()
 
     def finish(self) -> bytes:
         """The end of the upstream: the closing events if `[DONE]` never came."""
         out = self.tail()
         if not self.done:
-            out += self._close()
-        return out
+            self._close()
+        return out + self._take()
 
     def fail(self, message: str, code: str = "server_error") -> bytes:
         """End the stream with response.failed (the proxy's own: a cut or timed-out
@@ -140,34 +157,44 @@ class ChatToResponsesStream:
         if self.done:
             return b""
         self.done = True
-        out = b"" if self._started else self._start({})
+        if not self._started:
+            self._start({})
         self.error = {
             "error": {"message": message, "type": "server_error", "param": None, "code": code}
         }
-        return out + self._failed({"code": "server_error", "message": message})
+        self._failed({"code": "server_error", "message": message})
+        return self._take()
 
-    def _event(self, payload: bytes) -> bytes:
+    def _take(self) -> bytes:
+        out = self._out
+        if not out:
+            return b""
+        self._out = []
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def _event(self, payload: bytes) -> None:
         if payload == b"[DONE]":
-            return b"" if self.done else self._close()
+            if not self.done:
+                self._close()
+            return
         try:
             chunk = orjson.loads(payload)
-            if not isinstance(chunk, dict) or self.done:
-                return b""
-            return self._translate(chunk)
+            if isinstance(chunk, dict) and not self.done:
+                self._translate(chunk)
         except (orjson.JSONDecodeError, KeyError, AttributeError, TypeError, ValueError):
-            return b""  # a malformed upstream event is dropped, never the proxy's exception
+            pass  # a malformed upstream event is dropped, never the proxy's exception
 
     # -- events -------------------------------------------------------------------------
-    def _emit(self, kind: str, body: dict[str, Any]) -> bytes:
+    def _emit(self, kind: str, body: dict[str, Any]) -> None:
         body["sequence_number"] = self._seq
         self._seq += 1
-        return _sse(kind, {"type": kind, **body})
+        self._out.append(_sse(kind, {"type": kind, **body}))
 
-    def _delta(self, item: _Item, piece: str) -> bytes:
+    def _delta(self, item: _Item, piece: str) -> None:
         item.pieces.append(piece)
         seq = self._seq
         self._seq += 1
-        return (
+        self._out.append(
             item.prefix
             + orjson.dumps(piece)
             + b',"sequence_number":'
@@ -175,14 +202,13 @@ class ChatToResponsesStream:
             + b"}\n\n"
         )
 
-    def _start(self, chunk: dict[str, Any]) -> bytes:
+    def _start(self, chunk: dict[str, Any]) -> None:
         self._started = True
         model = chunk.get("model")
         self.model = model if isinstance(model, str) else ""
         r = self._response("in_progress", [], None)
-        return self._emit("response.created", {"response": r}) + self._emit(
-            "response.in_progress", {"response": r}
-        )
+        self._emit("response.created", {"response": r})
+        self._emit("response.in_progress", {"response": r})
 
     def _response(
         self,
@@ -204,7 +230,7 @@ class ChatToResponsesStream:
             error=error,
         )
 
-    def _translate(self, chunk: dict[str, Any]) -> bytes:
+    def _translate(self, chunk: dict[str, Any]) -> None:
         if "error" in chunk and "choices" not in chunk:
             err = chunk["error"]
             status = 500
@@ -221,8 +247,12 @@ class ChatToResponsesStream:
             self.error = {
                 "error": {"message": message, "type": "server_error", "param": None, "code": None}
             }
-            return self._failed({"code": stream_error_code(status), "message": message})
-        out = b"" if self._started else self._start(chunk)
+            if not self._started:
+                self._start(chunk)
+            self._failed({"code": stream_error_code(status), "message": message})
+            return
+        if not self._started:
+            self._start(chunk)
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self.usage = usage_from_chat(usage)
@@ -232,27 +262,24 @@ class ChatToResponsesStream:
             delta = choice.get("delta") or {}
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
             if reasoning and self.thinking == "pass" and isinstance(reasoning, str):
-                out += self._piece(_REASONING, reasoning)
+                self._piece(_REASONING, reasoning)
             text = delta.get("content")
             if text and isinstance(text, str):
-                out += self._piece(_MESSAGE, text)
+                self._piece(_MESSAGE, text)
             for call in delta.get("tool_calls") or ():
-                out += self._call(call)
+                self._call(call)
             finish = choice.get("finish_reason")
             if finish and isinstance(finish, str):
                 self._finish = finish
-        return out
 
-    def _piece(self, kind: str, piece: str) -> bytes:
+    def _piece(self, kind: str, piece: str) -> None:
         item = self._open
-        out = b""
         if item is None or item.kind != kind:
-            out = self._close_item() + self._open_item(kind)
-            item = self._open
-            assert item is not None
-        return out + self._delta(item, piece)
+            self._close_item()
+            item = self._open_item(kind)
+        self._delta(item, piece)
 
-    def _open_item(self, kind: str) -> bytes:
+    def _open_item(self, kind: str) -> _Item:
         index = len(self.output)
         prefix = "rs" if kind == _REASONING else "msg"
         item = self._open = _Item(kind, f"{prefix}_{self._base}_{index}", index)
@@ -275,23 +302,24 @@ class ChatToResponsesStream:
         extra = b',"content_index":0,"logprobs":[]' if kind == _MESSAGE else b',"content_index":0'
         item.prefix = b"event: " + name.encode() + b"\ndata: " + head[:-1] + extra + b',"delta":'
         where = {"item_id": item.id, "output_index": index, "content_index": 0}
-        return self._emit(
-            "response.output_item.added", {"output_index": index, "item": shell}
-        ) + self._emit("response.content_part.added", {**where, "part": part})
+        self._emit("response.output_item.added", {"output_index": index, "item": shell})
+        self._emit("response.content_part.added", {**where, "part": part})
+        return item
 
-    def _call(self, call: dict[str, Any]) -> bytes:
-        i = call.get("index", 0)
+    def _call(self, call: dict[str, Any]) -> None:
         fn = call.get("function") or {}
+        self._call_piece(call.get("index", 0), call.get("id"), fn.get("name"), fn.get("arguments"))
+
+    def _call_piece(self, i: Any, cid: Any, name: Any, args: Any) -> None:
+        """A piece of the call the upstream numbers `i`: its start (id, name) the first
+        time, then its arguments."""
         item = self._calls.get(i)
-        out = b""
         if item is None:
-            out = self._close_item()
+            self._close_item()
             index = len(self.output)
             item = self._open = self._calls[i] = _Item(_CALL, f"fc_{self._base}_{index}", index)
             self._said = True
-            cid = call.get("id")
             item.call_id = cid if isinstance(cid, str) and cid else f"call_{self._base}_{index}"
-            name = fn.get("name")
             item.name = name if isinstance(name, str) else ""
             head = orjson.dumps(
                 {
@@ -304,120 +332,113 @@ class ChatToResponsesStream:
                 b"event: response.function_call_arguments.delta\ndata: " + head[:-1] + b',"delta":'
             )
             shell = call_item(item.id, item.call_id, item.name, "", "in_progress")
-            out += self._emit("response.output_item.added", {"output_index": index, "item": shell})
-        args = fn.get("arguments")
+            self._emit("response.output_item.added", {"output_index": index, "item": shell})
         if args and isinstance(args, str) and item is self._open:
             # A piece for a call already closed (calls interleaved) cannot be sent: chat
             # upstreams stream calls one after another.
-            out += self._delta(item, args)
-        return out
+            self._delta(item, args)
 
-    def _close_item(self, status: str = "completed") -> bytes:
+    def _close_item(self, status: str = "completed") -> None:
         item, self._open = self._open, None
         if item is None:
-            return b""
+            return
         text = "".join(item.pieces)
         where = {"item_id": item.id, "output_index": item.index}
         if item.kind == _CALL:
             done = call_item(item.id, item.call_id, item.name, text, status)
-            out = self._emit(
+            self._emit(
                 "response.function_call_arguments.done",
                 {**where, "name": item.name, "arguments": text},
             )
         elif item.kind == _MESSAGE:
             done = message_item(item.id, text, status)
             part = done["content"][0]
-            out = self._emit(
+            self._emit(
                 "response.output_text.done",
                 {**where, "content_index": 0, "text": text, "logprobs": []},
             )
-            out += self._emit(
-                "response.content_part.done", {**where, "content_index": 0, "part": part}
-            )
+            self._emit("response.content_part.done", {**where, "content_index": 0, "part": part})
         else:
             done = reasoning_item(item.id, text)
-            out = self._emit(
-                "response.reasoning_text.done", {**where, "content_index": 0, "text": text}
-            )
-            out += self._emit(
+            self._emit("response.reasoning_text.done", {**where, "content_index": 0, "text": text})
+            self._emit(
                 "response.content_part.done",
                 {**where, "content_index": 0, "part": {"type": "reasoning_text", "text": text}},
             )
         self.output.append(done)
-        return out + self._emit(
-            "response.output_item.done", {"output_index": item.index, "item": done}
-        )
+        self._emit("response.output_item.done", {"output_index": item.index, "item": done})
 
-    def _close(self) -> bytes:
+    def _close(self) -> None:
         self.done = True
-        out = b"" if self._started else self._start({})
+        if not self._started:
+            self._start({})
         status, reason = FINISH_STATUS.get(self._finish, ("completed", None))
         if not self._said:  # nothing said and nothing called: an empty message, as OpenAI
-            out += self._close_item() + self._open_item(_MESSAGE)
-        out += self._close_item(status)
+            self._close_item()
+            self._open_item(_MESSAGE)
+        self._close_item(status)
         r = self.response = self._response(status, self.output, responses_usage(self.usage), reason)
         kind = "response.completed" if status == "completed" else "response.incomplete"
-        return out + self._emit(kind, {"response": r})
+        self._emit(kind, {"response": r})
 
-    def _failed(self, error: dict[str, Any]) -> bytes:
+    def _failed(self, error: dict[str, Any]) -> None:
         r = self.response = self._response(
             "failed", self.output, responses_usage(self.usage), error=error
         )
-        return self._emit("response.failed", {"response": r})
+        self._emit("response.failed", {"response": r})
 
 
-class AnthropicToResponsesStream:
-    """Anthropic Messages SSE in, Responses SSE out: the two translators chained
-    (Anthropic → chat chunks → Responses events), so the Responses sequence is written in
-    one place. `usage` is the Anthropic stream's (cache writes included)."""
+class AnthropicToResponsesStream(ChatToResponsesStream):
+    """Anthropic Messages SSE in, Responses SSE out: the same Responses writer, reading
+    Anthropic's events (a text block → a message item, a tool_use block → a function
+    call, thinking with "pass" → a reasoning item; message_delta's stop reason → the
+    status; message_stop → the end; an error event → response.failed). Equal to
+    Anthropic → chat → Responses (the answer path chains the two), at one parse per
+    event instead of two. `usage` keeps Anthropic's cumulative counts (cache writes
+    included)."""
 
-    __slots__ = ("_a", "_r")
+    __slots__ = ()
 
-    def __init__(
-        self,
-        response_id: str,
-        created_at: int,
-        echo: dict[str, Any],
-        thinking: str = "drop",
-        max_event: int = MAX_EVENT,
-    ) -> None:
-        self._a = AnthropicToOpenAIStream(
-            include_usage=True,
-            created=created_at,
-            thinking="pass" if thinking == "pass" else "drop",
-            max_event=max_event,
-        )
-        self._r = ChatToResponsesStream(response_id, created_at, echo, thinking, max_event)
-
-    def feed(self, data: bytes) -> bytes:
-        chat = self._a.feed(data)
-        return self._r.feed(chat) if chat else b""
-
-    def tail(self) -> bytes:
-        return self._r.feed(self._a.tail()) + self._r.tail()
-
-    def finish(self) -> bytes:
-        return self._r.feed(self._a.finish()) + self._r.finish()
-
-    def fail(self, message: str, code: str = "server_error") -> bytes:
-        return self._r.fail(message, code)
-
-    @property
-    def usage(self) -> TokenUsage:
-        return self._a.usage
-
-    @property
-    def done(self) -> bool:
-        return self._r.done
-
-    @property
-    def error(self) -> dict[str, Any] | None:
-        return self._r.error
-
-    @property
-    def response(self) -> dict[str, Any] | None:
-        return self._r.response
-
-    @property
-    def output(self) -> list[dict[str, Any]]:
-        return self._r.output
+    def _translate(self, ev: dict[str, Any]) -> None:
+        kind = ev.get("type")
+        if kind == "message_start":
+            m = ev.get("message") or {}
+            update_anthropic_usage(self.usage, m.get("usage"))
+            if not self._started:
+                self._start(m)
+            return
+        if not self._started and kind != "ping":
+            self._start({})
+        if kind == "content_block_delta":
+            d = ev["delta"]
+            dk = d.get("type")
+            if dk == "text_delta":
+                text = d.get("text")
+                if text and isinstance(text, str):
+                    self._piece(_MESSAGE, text)
+            elif dk == "input_json_delta":
+                self._call_piece(ev.get("index", 0), None, None, d.get("partial_json"))
+            elif dk == "thinking_delta" and self.thinking == "pass":
+                text = d.get("thinking")
+                if text and isinstance(text, str):
+                    self._piece(_REASONING, text)
+        elif kind == "content_block_start":
+            b = ev.get("content_block") or {}
+            bk = b.get("type")
+            if bk == "tool_use":
+                self._call_piece(ev.get("index", 0), b.get("id"), b.get("name"), None)
+            elif bk == "text" and b.get("text") and isinstance(b["text"], str):
+                self._piece(_MESSAGE, b["text"])
+        elif kind == "message_delta":
+            update_anthropic_usage(self.usage, ev.get("usage"))
+            stop = (ev.get("delta") or {}).get("stop_reason")
+            self._finish = STOP_TO_FINISH.get(stop, stop)
+        elif kind == "message_stop":
+            self._close()
+        elif kind == "error":
+            err = ev.get("error") or {}
+            status = ANTHROPIC_STATUS.get(err.get("type"), 500)
+            message = str(err.get("message", ""))
+            self.done = True
+            self.error = anthropic_error_to_openai(status, ev)
+            self._failed({"code": stream_error_code(status), "message": message})

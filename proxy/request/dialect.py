@@ -10,6 +10,7 @@ Otherwise a `Translation` turns the request into the target's dialect and its an
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
@@ -25,6 +26,7 @@ from proxy.dialects.anthropic_response import (
     openai_error_to_anthropic,
     openai_to_anthropic_response,
     openai_usage,
+    update_anthropic_usage,
     usage_from_anthropic,
     usage_from_openai,
 )
@@ -453,27 +455,13 @@ class AnthropicTap(_EventTap):
         kind = ev.get("type")
         if kind == "message_start":
             msg = ev.get("message")
-            self._update(msg.get("usage") if isinstance(msg, dict) else None)
+            update_anthropic_usage(self._usage, msg.get("usage") if isinstance(msg, dict) else None)
         elif kind == "message_delta":
-            self._update(ev.get("usage"))
+            update_anthropic_usage(self._usage, ev.get("usage"))
         elif kind == "message_stop":
             self.saw_done = True
         elif kind == "error":
             self.saw_error = True
-
-    def _update(self, u: Any) -> None:
-        if not isinstance(u, dict):
-            return
-        t = self._usage
-        for key, attr in (
-            ("input_tokens", "input_tokens"),
-            ("output_tokens", "output_tokens"),
-            ("cache_read_input_tokens", "cache_read_tokens"),
-            ("cache_creation_input_tokens", "cache_creation_tokens"),
-        ):
-            v = u.get(key)
-            if type(v) is int and v >= 0:
-                setattr(t, attr, v)
 
 
 class ResponsesTap(_EventTap):
@@ -514,21 +502,19 @@ class ResponsesTap(_EventTap):
 def responses_body_usage(raw: bytes) -> dict[str, Any] | None:
     """The usage of a passed-through (native) Responses JSON answer, in OpenAI chat's
     terms for the meter; None when it has none."""
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(data, dict):
-        return None
-    return _openai_usage_or_none(usage_from_responses(data.get("usage")))
+    return _body_usage(raw, usage_from_responses)
 
 
 def anthropic_body_usage(raw: bytes) -> dict[str, Any] | None:
     """The usage of a passed-through Anthropic JSON answer, in OpenAI's terms for the meter."""
+    return _body_usage(raw, usage_from_anthropic)
+
+
+def _body_usage(raw: bytes, read: Callable[[Any], TokenUsage]) -> dict[str, Any] | None:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
     if not isinstance(data, dict):
         return None
-    return _openai_usage_or_none(usage_from_anthropic(data.get("usage")))
+    return _openai_usage_or_none(read(data.get("usage")))

@@ -20,6 +20,7 @@ import logging
 import secrets
 from typing import TYPE_CHECKING, Any
 
+from proxy.dialects.responses_request import input_items
 from proxy.request.errors import ProxyError
 
 if TYPE_CHECKING:
@@ -34,20 +35,20 @@ def _invalid(message: str, param: str | None, code: str = "invalid_value") -> Pr
     return ProxyError(400, message, param=param, code=code)
 
 
-def input_items(value: Any) -> list[dict[str, Any]]:
-    """`input` as a list of items (a string is one user message), checked for shape."""
-    if isinstance(value, str):
-        return [{"type": "message", "role": "user", "content": value}]
-    if not isinstance(value, list):
+def checked_input(data: dict[str, Any]) -> list[Any]:
+    """`input` as items (proxy/dialects' `input_items`), after checking its shape."""
+    value = data["input"]
+    if not isinstance(value, str | list):
         raise _invalid(
             "'input' must be a string or an array of input items.", "input", "invalid_type"
         )
-    for i, item in enumerate(value):
-        if not isinstance(item, dict):
-            raise _invalid(
-                f"Invalid 'input[{i}]': expected an object.", f"input[{i}]", "invalid_type"
-            )
-    return value
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            if not isinstance(item, dict):
+                raise _invalid(
+                    f"Invalid 'input[{i}]': expected an object.", f"input[{i}]", "invalid_type"
+                )
+    return input_items(data)
 
 
 def _replayable(items: list[Any]) -> list[dict[str, Any]]:
@@ -73,7 +74,7 @@ class Turn:
     def __init__(self, data: dict[str, Any], tenant: str) -> None:
         self.data = data
         self.tenant = tenant
-        self.items = input_items(data["input"])
+        self.items: list[Any] = checked_input(data)
         store = data.get("store", True)
         if store is not None and not isinstance(store, bool):
             raise _invalid("'store' must be a boolean.", "store", "invalid_type")

@@ -47,6 +47,9 @@ from tests.support.dialects import (
     read_responses_stream,
     split_at,
 )
+from tests.unit.test_dialect_anthropic_response import junk as answer_junk
+from tests.unit.test_dialect_anthropic_stream import anthropic_junk, openai_junk
+from tests.unit.test_dialect_anthropic_stream import junk as stream_junk
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 cuts = st.lists(st.integers(0, 10_000), max_size=12)
@@ -156,10 +159,15 @@ def test_anthropic_stream_equals_the_whole_translation(
     assert whole == chat_to_response(anthropic_to_openai_response(msg, 5), "resp_a", 5, ECHO)
     assert xl.response == whole
     t = AnthropicToResponsesStream("resp_a", 5, ECHO)
-    out = run(t, split_at(anthropic_sse(msg, text_cuts), byte_cuts))
+    raw = anthropic_sse(msg, text_cuts)
+    out = run(t, split_at(raw, byte_cuts))
     assert t.response == whole
     sdk_final(out)
     assert t.usage == usage_from_anthropic(msg["usage"])
+    # the direct reader writes exactly what the chain Anthropic → chat → Responses would
+    chat = AnthropicToOpenAIStream(include_usage=True, created=5)
+    chained = ChatToResponsesStream("resp_a", 5, ECHO)
+    assert run(chained, [chat.feed(raw) + chat.finish()]) == out
 
 
 def test_event_sequence_of_text_and_calls() -> None:
@@ -280,6 +288,18 @@ def test_upstream_error_event_is_response_failed() -> None:
     assert last["type"] == "response.failed" and t.done and t.error is not None
     assert last["response"]["error"] == {"code": "rate_limit_exceeded", "message": "rate limited"}
     assert "late" not in out.decode()
+    for kind, code in (
+        ("rate_limit_error", "rate_limit_exceeded"),
+        ("overloaded_error", "server_error"),
+    ):
+        a = AnthropicToResponsesStream("resp_e", 1, ECHO)
+        err = {"type": "error", "error": {"type": kind, "message": "busy"}}
+        events = read_responses_stream(
+            a.feed(b"event: error\ndata: " + orjson.dumps(err) + b"\n\n")
+        )
+        assert [e["type"] for e in events][-1] == "response.failed" and a.error is not None
+        assert events[-1]["response"]["error"] == {"code": code, "message": "busy"}
+        assert a.finish() == b""
     ts = ResponsesStream(
         ChatToResponsesStream("resp_f", 1, ECHO), RESPONSES_TO_CHAT.bind(REQUEST, "resp_f")
     )
@@ -452,3 +472,33 @@ def test_an_event_over_the_cap_is_refused(make: Any) -> None:
     with pytest.raises(UpstreamRefused):
         for _ in range(cap // 1000 + 2):
             t.feed(b"data: " + b"x" * 1000)
+
+
+@SETTINGS
+@given(st.lists(anthropic_junk | openai_junk | stream_junk, max_size=6))
+def test_upstream_garbage_never_raises_and_the_stream_ends(events: list) -> None:
+    """Whatever an upstream sends, both readers answer events the SDK parses and end the
+    stream with completed, incomplete or failed."""
+    raw = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events)
+    for make in (ChatToResponsesStream, AnthropicToResponsesStream):
+        for thinking in ("drop", "pass"):
+            t = make("resp_j", 1, ECHO, thinking)
+            out = t.feed(raw) + t.finish()
+            got = read_responses_stream(out)
+            for e in got:
+                EVENT.validate_python(e)
+            assert got[-1]["type"] in (
+                "response.completed",
+                "response.incomplete",
+                "response.failed",
+            )
+            assert [e["sequence_number"] for e in got] == list(range(len(got)))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(answer_junk)
+def test_malformed_chat_answers_are_a_502_never_a_crash(body: Any) -> None:
+    try:
+        Response.model_validate(chat_to_response(body, "resp_j", 1, ECHO, "pass"))
+    except TranslationError as exc:
+        assert exc.status == 502

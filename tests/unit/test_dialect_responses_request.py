@@ -18,6 +18,7 @@ from proxy.dialects.responses_request import (
     BUILTIN_TOOLS,
     RESPONSES_DROPPED,
     RESPONSES_MAPPED,
+    input_items,
     responses_to_chat,
 )
 from proxy.dialects.responses_response import chat_to_response, response_echo
@@ -363,3 +364,19 @@ def test_anthropic_refusals_name_the_responses_fields() -> None:
             xl.request(body, "c", cfg, None)
         assert e.value.param == param, body
         assert "response_format" not in e.value.message
+
+
+def test_input_items_are_what_the_next_turn_replays() -> None:
+    assert input_items(base()) == [{"type": "message", "role": "user", "content": "hi"}]
+    items = [{"role": "user", "content": "a"}]
+    assert input_items(base(input=items)) == items and input_items({"model": "m"}) == []
+    chat = {"choices": [{"message": {"content": "b"}, "finish_reason": "stop"}]}
+    first = base(instructions="sys")
+    output = chat_to_response(chat, "resp_1", 1, response_echo(first))["output"]
+    history = [*input_items(first), *output]
+    got = responses_to_chat(base(input="c"), history)["messages"]
+    assert got == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"},
+    ]
