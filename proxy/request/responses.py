@@ -152,6 +152,8 @@ class Turn:
             await rt.responses.put(self.tenant, rid, doc, rt.config.responses.retention_s)
         except ProxyError as err:  # the answer was paid for: it goes out, not kept
             log.warning("response %s not stored: %s", rid[:64], err.message)
+        except TypeError as exc:  # not serialisable (an upstream's integer over 64 bits...)
+            log.warning("response %s not stored: %s", rid[:64], exc)
 
 
 def reasoning_tokens(response: Any) -> int:

@@ -44,6 +44,7 @@ from proxy.server.fastpath import FastExchange, status_line
 
 # GET/DELETE /v1/responses/{id}, its /cancel and /input_items (proxy/request/stored.py).
 _STORED = (b"/v1/responses/", b"/responses/")
+_STORED_METHODS = frozenset({b"GET", b"DELETE", b"POST", b"PUT", b"PATCH"})
 
 _408_BODY = error_body("The request was not received in time.", "timeout_error", None, "timeout")
 _408 = (
@@ -323,8 +324,10 @@ def guarded_protocol(
                     self._start_fast(path)
                     return
                 if path is None and url.startswith(_STORED):  # a stored response's routes
-                    self._start_fast(f"{parser.get_method().decode()} {url.decode('latin-1')}")
-                    return
+                    method = parser.get_method()
+                    if method in _STORED_METHODS:  # (HEAD and others: ASGI's answers)
+                        self._start_fast(f"{method.decode()} {url.decode('latin-1')}")
+                        return
             self._asgi_scope()
             super().on_headers_complete()
             if self.cycle.scope is self.scope and self.scope["http_version"] == "1.0":

@@ -7,6 +7,7 @@ its vllm mode (chat only: translated). What the SDK sees is checked against the 
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -484,3 +485,22 @@ def test_a_tool_loop_with_previous_response_id(env: Stack, alias: str) -> None:
     env.books.next(2)
     sent = json.dumps(env.bodies("oa" if alias == "gpt" else "local")[-1])
     assert "Weather in Paris?" in sent and "Sunny, 21 C" in sent
+
+
+def test_a_head_on_an_item_route_has_no_body_and_the_connection_goes_on(env: Stack) -> None:
+    """A HEAD answer carries no body (RFC 9110 9.3.2): bytes after its head would be read
+    as the next answer on a keep-alive connection."""
+    with socket.create_connection(("127.0.0.1", env.proxy.port), timeout=10) as s:
+        auth = f"Authorization: Bearer {KEY_A}\r\n".encode()
+        s.sendall(b"HEAD /v1/responses/resp_unknown HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(65536)
+        s.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        while data.count(b"\r\n\r\n") < 2:
+            chunk = s.recv(65536)
+            assert chunk, data
+            data += chunk
+    first, rest = data.split(b"\r\n\r\n", 1)
+    assert first.split(b" ")[1] in (b"404", b"405")
+    assert rest.startswith(b"HTTP/1.1 200"), rest[:200]
