@@ -105,6 +105,7 @@ _SSE_HEADERS = [
 ]
 _NO_DEADLINE = contextlib.nullcontext()
 _ERROR_KEY = b'"error"'  # in a streamed event: the upstream's error, to redact
+_RESPONSES = Dialect.OPENAI_RESPONSES  # (a global: cheaper than the enum's attribute)
 _ids = itertools.count(1)
 _ID_PREFIX = f"hg-{os.getpid():x}-"
 
@@ -269,7 +270,7 @@ class _Request:
         if encoding is not None:
             body = decode_body(body, encoding, limit)
         data = self.data = parse_request(body, ev.endpoint)
-        if self.dialect is Dialect.OPENAI_RESPONSES:  # its conversation: one state lookup
+        if self.dialect is _RESPONSES:  # its conversation: one state lookup
             self.turn = Turn(data, principal.tenant)
             await self.turn.load(rt)
         if self.anthropic:
