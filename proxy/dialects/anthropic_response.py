@@ -15,6 +15,7 @@ from typing import Any, Literal
 import orjson
 
 from proxy.dialects import TokenUsage, TranslationError
+from proxy.dialects import malformed_answer as _malformed
 from proxy.request.errors import error_type_for
 
 # Keyed `str | None`: looked up with whatever the upstream sent (absent included).
@@ -109,14 +110,6 @@ def anthropic_usage(t: TokenUsage) -> dict[str, Any]:
 
 
 # -- answers ----------------------------------------------------------------------------
-def _malformed(exc: Exception) -> TranslationError:
-    return TranslationError(
-        f"the upstream's answer is malformed ({type(exc).__name__}: {exc})",
-        status=502,
-        code="bad_upstream_answer",
-    )
-
-
 def anthropic_to_openai_response(
     msg: dict[str, Any], created: int | None = None, thinking: ThinkingOut = "drop"
 ) -> dict[str, Any]:

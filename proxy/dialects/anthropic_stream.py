@@ -411,33 +411,38 @@ class OpenAIToAnthropicStream:
             self.error["error"]["type"] = "api_error"
             return _event(b"error", self.error)
         out = b"" if self._started else self._start(chunk)
-        if isinstance(chunk.get("usage"), dict):
-            self.usage = usage_from_openai(chunk["usage"])
-        for choice in chunk.get("choices") or ():
-            if choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if reasoning and self.thinking == "pass":
-                if self._block_kind != "thinking" or self._block < 0:
-                    out += self._open(
-                        "thinking", b'{"type":"thinking","thinking":"","signature":""}'
+        try:  # a chunk that breaks halfway: what it made so far (message_start too) stands
+            if isinstance(chunk.get("usage"), dict):
+                self.usage = usage_from_openai(chunk["usage"])
+            for choice in chunk.get("choices") or ():
+                if choice.get("index", 0) != 0:
+                    continue
+                delta = choice.get("delta") or {}
+                reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+                if reasoning and self.thinking == "pass":
+                    if self._block_kind != "thinking" or self._block < 0:
+                        out += self._open(
+                            "thinking", b'{"type":"thinking","thinking":"","signature":""}'
+                        )
+                    out += self._delta(
+                        self._block, orjson.dumps({"type": "thinking_delta", "thinking": reasoning})
                     )
-                out += self._delta(
-                    self._block, orjson.dumps({"type": "thinking_delta", "thinking": reasoning})
-                )
-            text = delta.get("content")
-            if text:
-                if self._block_kind != "text" or self._block < 0:
-                    out += self._open("text", _TEXT_START)
-                out += self._delta(self._block, orjson.dumps({"type": "text_delta", "text": text}))
-            for call in delta.get("tool_calls") or ():
-                out += self._tool_delta(call)
-            finish = choice.get("finish_reason")
-            if finish and isinstance(finish, str):
-                self._finish = finish
-                matched = choice.get("stop_reason")
-                self._matched = matched if isinstance(matched, str) else None
+                text = delta.get("content")
+                if text:
+                    if self._block_kind != "text" or self._block < 0:
+                        out += self._open("text", _TEXT_START)
+                    out += self._delta(
+                        self._block, orjson.dumps({"type": "text_delta", "text": text})
+                    )
+                for call in delta.get("tool_calls") or ():
+                    out += self._tool_delta(call)
+                finish = choice.get("finish_reason")
+                if finish and isinstance(finish, str):
+                    self._finish = finish
+                    matched = choice.get("stop_reason")
+                    self._matched = matched if isinstance(matched, str) else None
+        except (KeyError, AttributeError, TypeError, ValueError):
+            pass  # the rest of a malformed chunk is dropped
         return out
 
     def _tool_delta(self, call: dict[str, Any]) -> bytes:

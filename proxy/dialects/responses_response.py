@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.dialects import TokenUsage, TranslationError
+from proxy.dialects import TokenUsage
+from proxy.dialects import malformed_answer as _malformed
 from proxy.dialects.anthropic_response import usage_from_openai
 
 # What a response echoes of its request, with OpenAI's defaults for those not given.
@@ -166,14 +167,6 @@ def response_object(
 
 
 # -- answers ------------------------------------------------------------------------------
-def _malformed(exc: Exception) -> TranslationError:
-    return TranslationError(
-        f"the upstream's answer is malformed ({type(exc).__name__}: {exc})",
-        status=502,
-        code="bad_upstream_answer",
-    )
-
-
 def chat_to_response(
     body: dict[str, Any],
     response_id: str,
