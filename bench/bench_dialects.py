@@ -7,7 +7,14 @@ passthrough baseline.
   answer (message_start, ping, a block start, 200 text deltas, stop, message_delta,
   message_stop), one event per feed, plus finish();
 - OpenAI → Anthropic: OpenAIToAnthropicStream.feed on the OpenAI chunks, one per feed;
-- the same three with a tool call (arguments streamed in 200 pieces).
+- the same three with a tool call (arguments streamed in 200 pieces);
+- OpenAI chat → Responses (ChatToResponsesStream) on the OpenAI chunks, and Anthropic →
+  Responses (AnthropicToResponsesStream: the same writer reading Anthropic's events) on
+  the Anthropic events;
+- per request, the Responses translations that are not per event: an agent-style request
+  (instructions, a tool round in the input, three tools) to a chat body and, chained, to
+  an Anthropic body; a chat answer (JSON bytes in) to a response object (JSON bytes out),
+  through the ResponsesTranslation glue (bind + request + answer).
 
 Reported: µs per upstream event for each, and the translation's extra over passthrough
 (issue 19's target: ≤ 15 µs per event). Times are this process's CPU time
@@ -33,10 +40,17 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from proxy.config import Backend as BackendConfig  # noqa: E402
 from proxy.dialects.anthropic_stream import (  # noqa: E402
     AnthropicToOpenAIStream,
     OpenAIToAnthropicStream,
 )
+from proxy.dialects.responses_response import response_echo  # noqa: E402
+from proxy.dialects.responses_stream import (  # noqa: E402
+    AnthropicToResponsesStream,
+    ChatToResponsesStream,
+)
+from proxy.request.dialect import RESPONSES_TO_ANTHROPIC, RESPONSES_TO_CHAT  # noqa: E402
 from proxy.request.sse import UsageTap  # noqa: E402
 from tests.support.dialects import anthropic_sse, openai_sse  # noqa: E402
 
@@ -140,6 +154,96 @@ def translate(events: list[bytes], make: Callable[[], Any]) -> Callable[[], int]
     return run
 
 
+AGENT_REQUEST: dict[str, Any] = {
+    "model": "alias",
+    "instructions": "You are a coding agent. Use the tools to answer.",
+    "input": [
+        {"role": "user", "content": "What is in the repository's README?"},
+        {
+            "type": "function_call",
+            "call_id": "call_1",
+            "name": "read_file",
+            "arguments": '{"path": "README.md"}',
+        },
+        {"type": "function_call_output", "call_id": "call_1", "output": "# hybridgate\n" * 20},
+        {"role": "user", "content": "Summarise it in one line."},
+    ],
+    "tools": [
+        {
+            "type": "function",
+            "name": name,
+            "description": f"The {name} tool.",
+            "parameters": {"type": "object", "properties": {"path": {"type": "string"}}},
+        }
+        for name in ("read_file", "list_dir", "grep")
+    ],
+    "max_output_tokens": 512,
+    "stream": True,
+    "store": True,
+    "reasoning": {"effort": "low"},
+}
+
+
+ECHO = response_echo(AGENT_REQUEST)
+
+
+def per_request_us(run: Callable[[], None], n: int, reps: int) -> float:
+    """Median over reps of the time per call, in µs."""
+    times = []
+    for _ in range(reps):
+        t0 = time.process_time_ns()
+        for _ in range(n):
+            run()
+        times.append((time.process_time_ns() - t0) / n / 1000)
+    return statistics.median(times)
+
+
+def responses_requests(n: int, reps: int) -> None:
+    chat_cfg = BackendConfig(base_url="http://127.0.0.1:8000", pool="gpu")
+    claude_cfg = BackendConfig(type="anthropic")
+    body = orjson.loads(
+        orjson.dumps(
+            {
+                "id": "chatcmpl-0123456789abcdef",
+                "object": "chat.completion",
+                "created": 1_700_000_000,
+                "model": "meta-llama/Llama-3.1-8B-Instruct",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "word " * TOKENS},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 184, "completion_tokens": TOKENS, "total_tokens": 384},
+            }
+        )
+    )
+    raw_answer = orjson.dumps(body)
+
+    def to_chat() -> None:
+        RESPONSES_TO_CHAT.bind(AGENT_REQUEST, "resp_0123").request(
+            AGENT_REQUEST, "llama", chat_cfg, None
+        )
+
+    def to_anthropic() -> None:
+        RESPONSES_TO_ANTHROPIC.bind(AGENT_REQUEST, "resp_0123").request(
+            AGENT_REQUEST, "claude", claude_cfg, None
+        )
+
+    bound = RESPONSES_TO_CHAT.bind(AGENT_REQUEST, "resp_0123")
+
+    def answer() -> None:
+        bound.answer(raw_answer, "drop")
+
+    print("\nResponses, per request (bind + translate; the answer: JSON bytes in and out)")
+    print(f"  request -> chat                        {per_request_us(to_chat, n, reps):6.2f} µs")
+    print(
+        f"  request -> Anthropic (through chat)    {per_request_us(to_anthropic, n, reps):6.2f} µs"
+    )
+    print(f"  chat answer ({TOKENS} tokens) -> response  {per_request_us(answer, n, reps):6.2f} µs")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--reps", type=int, default=7)
@@ -160,6 +264,19 @@ def main() -> None:
         print(f"  passthrough (UsageTap, OpenAI chunks)  {base:6.2f} µs/event")
         print(f"  Anthropic -> OpenAI                    {a2o:6.2f} µs/event  (+{a2o - base:.2f})")
         print(f"  OpenAI -> Anthropic                    {o2a:6.2f} µs/event  (+{o2a - base:.2f})")
+        o2r = per_event_us(
+            translate(oai, lambda: ChatToResponsesStream("resp_0123", 1, ECHO)),
+            a.streams,
+            a.reps,
+        )
+        a2r = per_event_us(
+            translate(anth, lambda: AnthropicToResponsesStream("resp_0123", 1, ECHO)),
+            a.streams,
+            a.reps,
+        )
+        print(f"  OpenAI chat -> Responses               {o2r:6.2f} µs/event  (+{o2r - base:.2f})")
+        print(f"  Anthropic -> Responses                 {a2r:6.2f} µs/event  (+{a2r - base:.2f})")
+    responses_requests(2000, a.reps)
 
 
 if __name__ == "__main__":

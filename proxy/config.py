@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -193,7 +194,10 @@ class Backend(_Strict):
     # The API families it serves natively (docs/dialects.md); default by type: openai and
     # litellm → [openai], anthropic → [anthropic]. vLLM and llama.cpp also serve
     # /v1/messages: `speaks: [openai, anthropic]` sends Anthropic clients there untranslated.
-    speaks: list[Literal["openai", "anthropic"]] | None = None
+    # `responses` (OpenAI's /v1/responses): OpenAI's own API (base_url on api.openai.com)
+    # speaks it by default; any other server only when listed (vLLM serves it; llama.cpp
+    # and most OpenAI-compatible providers do not: they get it translated to chat).
+    speaks: list[Literal["openai", "anthropic", "responses"]] | None = None
     # type: anthropic only: the `anthropic-version` header (a client's own is passed
     # instead), `max_tokens` when an OpenAI client gave none (Anthropic requires it), and
     # what becomes of thinking blocks in answers to OpenAI clients.
@@ -214,7 +218,7 @@ class Backend(_Strict):
         if self.type == "openai" and not self.base_url:
             raise ValueError("type 'openai' needs 'base_url'")
         if self.speaks is not None and not self.speaks:
-            raise ValueError("'speaks' needs at least one of openai, anthropic")
+            raise ValueError("'speaks' needs at least one of openai, anthropic, responses")
         if self.speaks is not None and self.type == "litellm" and self.speaks != ["openai"]:
             raise ValueError("type 'litellm' speaks openai only")
         if self.type == "litellm" and not self.provider:
@@ -235,13 +239,22 @@ class Backend(_Strict):
         """The API families this backend serves natively (`speaks`, or its type's)."""
         if self.speaks is not None:
             return frozenset(self.speaks)
-        return frozenset({"anthropic" if self.type == "anthropic" else "openai"})
+        if self.type == "anthropic":
+            return frozenset({"anthropic"})
+        if self.type == "openai" and _is_openai_api(self.base_url):  # serves /v1/responses
+            return frozenset({"openai", "responses"})
+        return frozenset({"openai"})
 
     @property
     def engine_kind(self) -> str:
         if self.engine is not None:
             return self.engine
         return "vllm" if self.pool is not None else "none"
+
+
+def _is_openai_api(base_url: str | None) -> bool:
+    host = urlsplit(base_url or "").hostname or ""
+    return host == "api.openai.com"
 
 
 class Target(_Strict):
@@ -383,6 +396,12 @@ class RequestLogConfig(_Strict):
     path: str | None = None
 
 
+class Responses(_Strict):
+    """OpenAI's /v1/responses: how long the proxy keeps a stored response (docs/state.md)."""
+
+    retention_s: Annotated[float, Field(gt=0)] = 30 * 24 * 3600.0  # OpenAI keeps 30 days
+
+
 class Config(_Strict):
     listen: Listen = Listen()
     state: State = State()
@@ -402,6 +421,7 @@ class Config(_Strict):
     costing: Costing = Costing()
     metrics: MetricsAccess = MetricsAccess()
     request_log: RequestLogConfig = RequestLogConfig()
+    responses: Responses = Responses()
 
     def backend_of(self, target: Target) -> Backend:
         return self.backends[target.backend]

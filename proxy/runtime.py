@@ -25,6 +25,7 @@ from proxy.request.redact import Redactor
 from proxy.routing.control import ControlPlane
 from proxy.routing.router import Router
 from proxy.state import StateStore, build_state
+from proxy.state.responses import ResponseStore
 
 log = logging.getLogger("hybridgate")
 
@@ -85,6 +86,8 @@ class Runtime:
         self._owns_state: bool = state is None if previous is None else previous._owns_state
         self.state: StateStore = state if state is not None else build_state(config)
         self.state.configure(config)
+        # Stored /v1/responses (proxy/state/responses.py), in the same store as the counters.
+        self.responses = ResponseStore(self.state.remote, self.state.prefix)
         if meter is None and records_spend:
             self.meter.add_slow_sink(self.state.record)
         self.control: ControlPlane = ControlPlane(

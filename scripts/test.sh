@@ -46,6 +46,15 @@ if [ ${#missing[@]} -gt 0 ]; then
     $(printf '%s\n' "${missing[@]}" | sort -u) >/dev/null
 fi
 
+# openai-node (the official TypeScript SDK), for the tests that drive the proxy with it
+# (tests/support/openai_node.py).
+node_dir="${HYBRIDGATE_NODE_DIR:-$HOME/.cache/hybridgate/node}"
+if command -v npm >/dev/null && [ ! -d "$node_dir/node_modules/openai" ]; then
+  say "installing openai-node (npm) into $node_dir"
+  mkdir -p "$node_dir"
+  npm install --silent --no-audit --no-fund --prefix "$node_dir" openai@4.104.0 >/dev/null
+fi
+
 wait_for_engine() {
   [ -n "$engine_pid" ] || return 0
   say "waiting for the real engine's build"

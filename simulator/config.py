@@ -35,6 +35,9 @@ class SimConfig:
     require_key: str | None = None
     max_logged_requests: int = 100_000
     access_log: bool = False
+    # Keep each inference request's messages (chat) or input items (responses) in
+    # /sim/stats, so a test can see what an upstream was sent.
+    record_bodies: bool = False
     # vLLM engine model (milliseconds); defaults are roughly an 8B model on one H100.
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 8192
@@ -50,6 +53,8 @@ class SimConfig:
     # anthropic mode: prompt tokens reported as read from / written to the prompt cache.
     cache_read_tokens: int = 0
     cache_creation_tokens: int = 0
+    # api mode's /v1/responses: output tokens reported as reasoning (among output_tokens).
+    reasoning_tokens: int = 0
     # Faults at start (same keys as POST /sim/faults).
     faults: dict[str, object] = field(default_factory=dict)
 
@@ -116,6 +121,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="per-request records kept for /sim/stats",
     )
     p.add_argument("--access-log", action="store_true")
+    p.add_argument(
+        "--record-bodies",
+        action="store_true",
+        help="keep each request's messages / input items in /sim/stats (tests)",
+    )
 
     g = p.add_argument_group("vllm engine (milliseconds, before --speed)")
     g.add_argument("--max-num-seqs", type=int, default=d.max_num_seqs)
@@ -128,6 +138,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     a = p.add_argument_group("api mode")
     a.add_argument("--ttft-ms", type=float, default=d.ttft_ms)
+    a.add_argument(
+        "--reasoning-tokens",
+        type=int,
+        default=d.reasoning_tokens,
+        help="/v1/responses: report this many output tokens as reasoning tokens",
+    )
     a.add_argument("--itl-ms", type=float, default=d.itl_ms)
     a.add_argument(
         "--rpm-limit",
@@ -218,6 +234,8 @@ def from_args(ns: argparse.Namespace) -> SimConfig:
         require_key=ns.require_key,
         max_logged_requests=ns.max_logged_requests,
         access_log=ns.access_log,
+        record_bodies=ns.record_bodies,
+        reasoning_tokens=ns.reasoning_tokens,
         max_num_seqs=ns.max_num_seqs,
         max_num_batched_tokens=ns.max_num_batched_tokens,
         kv_cache_tokens=ns.kv_cache_tokens,

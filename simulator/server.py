@@ -35,6 +35,12 @@ from simulator.responses import (
     VllmDialect,
     anthropic_error,
 )
+from simulator.responses_api import (
+    ResponsesShape,
+    Stored,
+    input_items_page,
+    parse_response_request,
+)
 from simulator.stats import Record, Stats
 from simulator.tokens import PrefixCache
 
@@ -105,6 +111,7 @@ class SimServer:
         self.rate = RateWindow(cfg.rpm_limit)
         self.prefix_cache = PrefixCache()
         self._ids = itertools.count(1)
+        self.stored: dict[str, Stored] = {}  # api mode: stored responses, by id
         self._id_prefix = secrets.token_hex(4)
         self.app = self._build_app()
         self.runner: web.AppRunner | None = None
@@ -126,6 +133,12 @@ class SimServer:
             r.add_post("/v1/chat/completions", self._inference(self._chat))
             r.add_post("/v1/completions", self._inference(self._completions))
             r.add_post("/v1/embeddings", self._inference(self._embeddings))
+        if self.cfg.mode == "api":  # OpenAI's Responses API (simulator/responses_api.py)
+            r.add_post("/v1/responses", self._inference(self._responses))
+            r.add_get("/v1/responses/{id}", self._logged(self._responses_get))
+            r.add_delete("/v1/responses/{id}", self._logged(self._responses_delete))
+            r.add_post("/v1/responses/{id}/cancel", self._logged(self._responses_cancel))
+            r.add_get("/v1/responses/{id}/input_items", self._logged(self._responses_items))
         r.add_get("/v1/models", self._logged(self._list_models))
         r.add_get("/health", self._logged(self._health))
         r.add_get("/version", self._logged(self._version))
@@ -404,6 +417,8 @@ class SimServer:
             return self._error(exc, headers)
         rec.model = job.model
         rec.stream = job.stream
+        if self.cfg.record_bodies:
+            rec.body = job.messages or None
         cached = 0
         if job.kind == "chat" and self.vllm:  # vLLM's automatic prefix caching
             cached = self.prefix_cache.lookup_and_insert(job.messages, job.prompt_tokens)
@@ -427,12 +442,7 @@ class SimServer:
         rec.seq = seq
         if job.stream:
             return await self._stream(request, rec, headers, reply, seq)
-        try:
-            await self._slow_first_token()
-            self.engine.submit(seq, False)
-            await seq.wait_finished()
-        finally:
-            self.engine.cancel(seq)  # no-op once finished
+        await self._run_whole(seq)
         if job.kind == "embedding":
             body = self.dialect.embeddings(reply, job.inputs, self.cfg.embedding_dim, job.base64)
             if self.vllm:
@@ -474,12 +484,7 @@ class SimServer:
         rec.seq = seq
         if job.stream:
             return await self._stream(request, rec, headers, reply, seq)
-        try:
-            await self._slow_first_token()
-            self.engine.submit(seq, False)
-            await seq.wait_finished()
-        finally:
-            self.engine.cancel(seq)
+        await self._run_whole(seq)
         assert isinstance(self.dialect, AnthropicDialect)
         return _json(self.dialect.message(reply, seq.generated), 200, headers)
 
@@ -496,6 +501,152 @@ class SimServer:
         rec.model = str(body["model"])
         return _json({"input_tokens": tokens}, 200, headers)
 
+    async def _responses(
+        self, request: web.Request, rec: Record, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        """OpenAI's POST /v1/responses, on the fixed-latency engine."""
+        try:
+            body = await self._body(request)
+            job = parse_response_request(
+                body, self.stored, self.cfg.default_max_tokens, self.cfg.tool_calls
+            )
+            self._check_model(job.model)
+            job.reasoning = self.cfg.reasoning_tokens
+            if job.background and not job.store:
+                raise RequestError(
+                    400, "Background mode requires 'store' to be true.", "background"
+                )
+        except RequestError as exc:
+            return self._error(exc, headers)
+        rec.model = job.model
+        rec.stream = job.stream
+        if self.cfg.record_bodies:
+            rec.body = [*job.history, *job.items]
+        shape = ResponsesShape(job)
+        seq = Sequence(rec.id, job.prompt_tokens, job.max_tokens, 1, 0)
+        seq.arrived = rec.arrived
+        rec.seq = seq
+        stored = None
+        if job.store:
+            stored = self.stored[shape.id] = Stored(
+                shape.response("in_progress", None),
+                [*job.history, *job.items],
+                len(job.history),
+            )
+        if job.background:
+            assert stored is not None
+            stored.response = shape.response("queued", None)
+            stored.task = asyncio.ensure_future(self._run_background(shape, seq, stored))
+            return _json(stored.response, 200, headers)
+        if job.stream:
+            resp = await self._stream(request, rec, headers, None, seq, shape)
+        else:
+            await self._run_whole(seq)
+            status = shape.final_status(seq.generated)
+            resp = _json(shape.response(status, seq.generated), 200, headers)
+        if stored is not None:
+            if seq.done:
+                status = shape.final_status(seq.generated)
+                stored.response = shape.response(status, seq.generated)
+            else:  # cut or abandoned: OpenAI keeps it as incomplete
+                stored.response = shape.response("incomplete", seq.generated)
+        return resp
+
+    async def _run_background(self, shape: ResponsesShape, seq: Sequence, stored: Stored) -> None:
+        stored.response = shape.response("in_progress", None)
+        try:
+            self.engine.submit(seq, False)
+            await seq.wait_finished()
+            stored.response = shape.response(shape.final_status(seq.generated), seq.generated)
+        except asyncio.CancelledError:
+            stored.response = shape.response("cancelled", None)
+        finally:
+            self.engine.cancel(seq)
+            stored.task = None
+
+    def _stored(self, request: web.Request) -> Stored:
+        stored = self.stored.get(request.match_info["id"])
+        if stored is None:
+            raise RequestError(
+                404,
+                f"Response with id '{request.match_info['id']}' not found.",
+                param="response_id",
+            )
+        return stored
+
+    def _stored_call(
+        self, handler: Callable[[web.Request, Stored], web.Response]
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def wrapped(request: web.Request) -> web.Response:
+            headers = {"x-request-id": f"req_{self._id_prefix}{next(self._ids):08x}"}
+            refusal = await self._admit_key(request, headers)
+            if refusal is not None:
+                return refusal
+            try:
+                resp = handler(request, self._stored(request))
+            except RequestError as exc:
+                return self._error(exc, headers)
+            resp.headers.update(headers)
+            return resp
+
+        return wrapped
+
+    async def _responses_get(self, request: web.Request) -> web.Response:
+        return await self._stored_call(lambda r, s: _json(s.response))(request)
+
+    async def _responses_delete(self, request: web.Request) -> web.Response:
+        def delete(r: web.Request, s: Stored) -> web.Response:
+            rid = r.match_info["id"]
+            if s.task is not None:
+                s.task.cancel()
+            del self.stored[rid]
+            return _json({"id": rid, "object": "response", "deleted": True})
+
+        return await self._stored_call(delete)(request)
+
+    async def _responses_cancel(self, request: web.Request) -> web.Response:
+        def cancel(r: web.Request, s: Stored) -> web.Response:
+            if not s.response.get("background"):
+                raise RequestError(
+                    400, "Only responses created with background=true can be cancelled."
+                )
+            if s.task is not None:
+                s.task.cancel()
+                s.response = {**s.response, "status": "cancelled"}
+            return _json(s.response)
+
+        return await self._stored_call(cancel)(request)
+
+    async def _responses_items(self, request: web.Request) -> web.Response:
+        def items(r: web.Request, s: Stored) -> web.Response:
+            try:
+                limit = int(r.query.get("limit", "20"))
+            except ValueError:
+                raise RequestError(400, "Invalid 'limit': expected an integer.", "limit") from None
+            return _json(input_items_page(s, r.query.get("order", "desc"), limit))
+
+        return await self._stored_call(items)(request)
+
+    async def _admit_key(
+        self, request: web.Request, headers: dict[str, str]
+    ) -> web.Response | None:
+        key = self.cfg.require_key
+        if key is None:
+            return None
+        auth = request.headers.get("Authorization", "")
+        if secrets.compare_digest(auth.encode(), f"Bearer {key}".encode()):
+            return None
+        return _json(self.dialect.error(401, "Incorrect API key provided."), 401, headers)
+
+    async def _run_whole(self, seq: Sequence) -> None:
+        """Generate a non-streamed answer to its end (cancelled with the request)."""
+        try:
+            await self._slow_first_token()
+            self.engine.submit(seq, False)
+            await seq.wait_finished()
+        finally:
+            self.engine.cancel(seq)  # no-op once finished
+
     async def _slow_first_token(self) -> None:
         delay = self.faults.current.slow_first_token_s
         if delay:
@@ -506,9 +657,12 @@ class SimServer:
         request: web.Request,
         rec: Record,
         headers: dict[str, str],
-        reply: Reply,
+        reply: Reply | None,
         seq: Sequence,
+        shape: Any = None,
     ) -> web.StreamResponse:
+        """`shape`: the events' maker when not the mode's dialect (the Responses API's)."""
+        dialect: Any = shape or self.dialect
         resp = web.StreamResponse(status=200, headers=headers)
         resp.content_type = "text/event-stream"
         resp.charset = "utf-8"
@@ -522,7 +676,7 @@ class SimServer:
             last one); False once the cut fault has closed the connection."""
             nonlocal events
             if chunk is None:
-                data = self.dialect.done or b""
+                data = dialect.done or b""
             elif isinstance(chunk, bytes):
                 data = chunk
             else:
@@ -549,23 +703,23 @@ class SimServer:
             await seq.wait_beyond(0)
             if seq.cancelled:
                 return resp
-            for chunk in self.dialect.stream_head(reply):
+            for chunk in dialect.stream_head(reply):
                 if not await send(chunk):
                     return resp
             sent = 0
             while True:
                 while sent < seq.generated:
-                    for chunk in self.dialect.stream_token(reply, sent):
+                    for chunk in dialect.stream_token(reply, sent):
                         if not await send(chunk):
                             return resp
                     sent += 1
                 if seq.done:
                     break
                 await seq.wait_beyond(sent)
-            for chunk in self.dialect.stream_tail(reply, seq.generated):
+            for chunk in dialect.stream_tail(reply, seq.generated):
                 if not await send(chunk):
                     return resp
-            if self.dialect.done is None or await send(None):
+            if dialect.done is None or await send(None):
                 await resp.write_eof()
         except ConnectionResetError:
             # The client went away between two writes (without the handler being cancelled).

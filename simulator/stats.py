@@ -31,6 +31,7 @@ class Record:
 
     __slots__ = (
         "arrived",
+        "body",
         "cache_creation_tokens",
         "cancelled",
         "cut",
@@ -55,6 +56,7 @@ class Record:
         self.cut = False
         self.seq: Sequence | None = None
         self.cache_creation_tokens = 0  # anthropic mode: prompt tokens written to the cache
+        self.body: Any = None  # --record-bodies: the messages / input items received
 
     def to_json(self) -> dict[str, Any]:
         seq = self.seq
@@ -76,6 +78,7 @@ class Record:
             "started": seq.started if seq else None,
             "first_token": seq.first_token if seq else None,
             "finished": seq.finished if seq else None,
+            **({"body": self.body} if self.body is not None else {}),
         }
 
 

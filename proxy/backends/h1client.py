@@ -517,6 +517,15 @@ class H1Pool:
             head = self._start(method, path) + extra + b"Content-Length: %d\r\n\r\n" % len(body)
         else:
             head = self._start(method, path) + b"\r\n"
+        return await self._send(head, body)
+
+    async def request_once(self, method: str, path: str, body: bytes = b"") -> H1Response:
+        """`request` for a path not worth remembering (one per stored response id): its
+        request line is not kept in the pool's cache of request lines."""
+        start = f"{method} {path} HTTP/1.1\r\n".encode("latin-1") + self._head
+        return await self._send(start + b"Content-Length: %d\r\n\r\n" % len(body), body)
+
+    async def _send(self, head: bytes, body: bytes) -> H1Response:
         conn = self._reuse()
         if conn is not None:
             try:

@@ -91,18 +91,30 @@ class OpenAIBackend:
         anthropic-version/anthropic-beta, for an engine that `speaks` anthropic)."""
         try:
             resp = await self._pool.request("POST", self._path_prefix + path, body, extra)
-        except TimeoutError as exc:
-            raise UpstreamFailure(self.name, "timeout", "no response in time") from exc
-        except UpstreamClosed as exc:
-            raise UpstreamFailure(self.name, "connect_error", "server disconnected") from exc
-        except OSError as exc:
-            raise UpstreamFailure(
-                self.name, "connect_error", exc.strerror or type(exc).__name__
-            ) from exc
-        except ValueError as exc:  # malformed, or UpstreamRefused (over a cap, a 101, ...)
-            raise UpstreamFailure(self.name, "protocol_error", str(exc)) from exc
+        except (TimeoutError, OSError, ValueError) as exc:
+            raise self._failure(exc) from exc
         resp.headers = self.passthrough(resp.raw_headers)
         return resp
+
+    async def call(self, method: str, path: str, body: bytes = b"") -> H1Response:
+        """Any method on a one-off path (a stored response's GET, DELETE or cancel at the
+        backend that holds it): not the request path's hot `send`."""
+        try:
+            resp = await self._pool.request_once(method, self._path_prefix + path, body)
+        except (TimeoutError, OSError, ValueError) as exc:
+            raise self._failure(exc) from exc
+        resp.headers = self.passthrough(resp.raw_headers)
+        return resp
+
+    def _failure(self, exc: Exception) -> UpstreamFailure:
+        if isinstance(exc, TimeoutError):
+            return UpstreamFailure(self.name, "timeout", "no response in time")
+        if isinstance(exc, UpstreamClosed):
+            return UpstreamFailure(self.name, "connect_error", "server disconnected")
+        if isinstance(exc, OSError):
+            return UpstreamFailure(self.name, "connect_error", exc.strerror or type(exc).__name__)
+        # malformed, or UpstreamRefused (over a cap, a 101, ...)
+        return UpstreamFailure(self.name, "protocol_error", str(exc))
 
     async def get(self, path: str, timeout_s: float) -> tuple[int, bytes]:
         """A small GET for health checks and engine metrics (never on the request path)."""

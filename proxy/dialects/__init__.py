@@ -19,7 +19,7 @@ class Dialect(StrEnum):
     OPENAI_COMPLETIONS = "openai-completions"
     OPENAI_EMBEDDINGS = "openai-embeddings"
     ANTHROPIC_MESSAGES = "anthropic-messages"
-    OPENAI_RESPONSES = "openai-responses"  # named now, translated later
+    OPENAI_RESPONSES = "openai-responses"
 
 
 class TranslationError(Exception):
@@ -55,6 +55,15 @@ class TranslationError(Exception):
         return {"type": "error", "error": {"type": kind, "message": where + self.message}}
 
 
+def malformed_answer(exc: Exception) -> TranslationError:
+    """An upstream answer not of its dialect's shape: a 502, never the proxy's exception."""
+    return TranslationError(
+        f"the upstream's answer is malformed ({type(exc).__name__}: {exc})",
+        status=502,
+        code="bad_upstream_answer",
+    )
+
+
 @dataclass(slots=True)
 class TokenUsage:
     """What one answer cost, in Anthropic's split (OpenAI's `prompt_tokens` is the sum of
@@ -64,10 +73,11 @@ class TokenUsage:
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_creation_tokens: int = 0
+    reasoning_tokens: int = 0  # among output_tokens (OpenAI's completion_tokens_details)
 
     @property
     def prompt_tokens(self) -> int:
         return self.input_tokens + self.cache_read_tokens + self.cache_creation_tokens
 
 
-__all__ = ["Dialect", "TokenUsage", "TranslationError"]
+__all__ = ["Dialect", "TokenUsage", "TranslationError", "malformed_answer"]

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import orjson
 
 from proxy.dialects import TokenUsage, TranslationError
+from proxy.dialects import malformed_answer as _malformed
 from proxy.request.errors import error_type_for
 
 # Keyed `str | None`: looked up with whatever the upstream sent (absent included).
@@ -68,6 +69,25 @@ def usage_from_openai(u: Any) -> TokenUsage:
     )
 
 
+_ANTHROPIC_COUNTS = (
+    ("input_tokens", "input_tokens"),
+    ("output_tokens", "output_tokens"),
+    ("cache_read_input_tokens", "cache_read_tokens"),
+    ("cache_creation_input_tokens", "cache_creation_tokens"),
+)
+
+
+def update_anthropic_usage(t: TokenUsage, u: Any) -> None:
+    """A streamed Anthropic usage (message_start's, message_delta's) into `t`: the counts
+    are cumulative, so a later event's value replaces the earlier; non-integers ignored."""
+    if not isinstance(u, dict):
+        return
+    for key, attr in _ANTHROPIC_COUNTS:
+        v = u.get(key)
+        if type(v) is int and v >= 0:
+            setattr(t, attr, v)
+
+
 def openai_usage(t: TokenUsage) -> dict[str, Any]:
     prompt = t.prompt_tokens
     return {
@@ -90,14 +110,6 @@ def anthropic_usage(t: TokenUsage) -> dict[str, Any]:
 
 
 # -- answers ----------------------------------------------------------------------------
-def _malformed(exc: Exception) -> TranslationError:
-    return TranslationError(
-        f"the upstream's answer is malformed ({type(exc).__name__}: {exc})",
-        status=502,
-        code="bad_upstream_answer",
-    )
-
-
 def anthropic_to_openai_response(
     msg: dict[str, Any], created: int | None = None, thinking: ThinkingOut = "drop"
 ) -> dict[str, Any]:

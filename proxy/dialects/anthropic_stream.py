@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from proxy.backends.base import UpstreamRefused
 from proxy.dialects import TokenUsage
 from proxy.dialects.anthropic_response import (
     ANTHROPIC_STATUS,
@@ -25,6 +26,7 @@ from proxy.dialects.anthropic_response import (
     openai_usage,
     usage_from_openai,
 )
+from proxy.request.sse import MAX_EVENT
 
 DONE = b"data: [DONE]\n\n"
 
@@ -35,12 +37,18 @@ def _str(v: Any) -> str:
 
 
 class SSESplitter:
-    """Complete SSE events' data payloads out of bytes cut anywhere (LF or CRLF framing)."""
+    """Complete SSE events' data payloads out of bytes cut anywhere (LF or CRLF framing).
 
-    __slots__ = ("_buf",)
+    An event still incomplete past `max_event` bytes (limits.upstream_max_event_bytes) is
+    refused with `UpstreamRefused`, as the passthrough relay refuses one: an upstream that
+    never ends its event must not grow the proxy's memory without bound.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_buf", "max_event")
+
+    def __init__(self, max_event: int = MAX_EVENT) -> None:
         self._buf = b""
+        self.max_event = max_event
 
     def feed(self, data: bytes) -> list[bytes]:
         buf = self._buf + data if self._buf else data
@@ -50,13 +58,21 @@ class SSESplitter:
             buf = buf[: len(buf) - len(tail)].replace(b"\r\n", b"\n") + tail
         end = buf.rfind(b"\n\n")
         if end < 0:
+            if len(buf) > self.max_event:
+                self._too_large()
             self._buf = buf
             return []
         self._buf = buf[end + 2 :] if end + 2 < len(buf) else b""
+        if len(self._buf) > self.max_event:
+            self._too_large()
         if buf.find(b"\n\n") == end:  # one event: the usual piece of a streamed answer
             p = _payload(buf[:end])
             return [] if p is None else [p]
         return [p for p in map(_payload, buf[:end].split(b"\n\n")) if p is not None]
+
+    def _too_large(self) -> None:
+        self._buf = b""
+        raise UpstreamRefused(f"upstream stream event over {self.max_event} bytes")
 
     def flush(self) -> list[bytes]:
         rest, self._buf = self._buf.replace(b"\r\n", b"\n").strip(), b""
@@ -113,6 +129,7 @@ class AnthropicToOpenAIStream:
         include_usage: bool = False,
         created: int | None = None,
         thinking: ThinkingOut = "drop",
+        max_event: int = MAX_EVENT,
     ) -> None:
         self.include_usage = include_usage
         self.created = int(time.time()) if created is None else created
@@ -122,7 +139,7 @@ class AnthropicToOpenAIStream:
         self.usage = TokenUsage()
         self.done = False
         self.error: dict[str, Any] | None = None
-        self._split = SSESplitter()
+        self._split = SSESplitter(max_event)
         self._head = self._head_for("", "")  # the chunk's bytes up to `"choices":`
         self._blocks: dict[int, int] = {}  # Anthropic block index → OpenAI tool call index
         self._tools = 0
@@ -394,33 +411,38 @@ class OpenAIToAnthropicStream:
             self.error["error"]["type"] = "api_error"
             return _event(b"error", self.error)
         out = b"" if self._started else self._start(chunk)
-        if isinstance(chunk.get("usage"), dict):
-            self.usage = usage_from_openai(chunk["usage"])
-        for choice in chunk.get("choices") or ():
-            if choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if reasoning and self.thinking == "pass":
-                if self._block_kind != "thinking" or self._block < 0:
-                    out += self._open(
-                        "thinking", b'{"type":"thinking","thinking":"","signature":""}'
+        try:  # a chunk that breaks halfway: what it made so far (message_start too) stands
+            if isinstance(chunk.get("usage"), dict):
+                self.usage = usage_from_openai(chunk["usage"])
+            for choice in chunk.get("choices") or ():
+                if choice.get("index", 0) != 0:
+                    continue
+                delta = choice.get("delta") or {}
+                reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+                if reasoning and self.thinking == "pass":
+                    if self._block_kind != "thinking" or self._block < 0:
+                        out += self._open(
+                            "thinking", b'{"type":"thinking","thinking":"","signature":""}'
+                        )
+                    out += self._delta(
+                        self._block, orjson.dumps({"type": "thinking_delta", "thinking": reasoning})
                     )
-                out += self._delta(
-                    self._block, orjson.dumps({"type": "thinking_delta", "thinking": reasoning})
-                )
-            text = delta.get("content")
-            if text:
-                if self._block_kind != "text" or self._block < 0:
-                    out += self._open("text", _TEXT_START)
-                out += self._delta(self._block, orjson.dumps({"type": "text_delta", "text": text}))
-            for call in delta.get("tool_calls") or ():
-                out += self._tool_delta(call)
-            finish = choice.get("finish_reason")
-            if finish and isinstance(finish, str):
-                self._finish = finish
-                matched = choice.get("stop_reason")
-                self._matched = matched if isinstance(matched, str) else None
+                text = delta.get("content")
+                if text:
+                    if self._block_kind != "text" or self._block < 0:
+                        out += self._open("text", _TEXT_START)
+                    out += self._delta(
+                        self._block, orjson.dumps({"type": "text_delta", "text": text})
+                    )
+                for call in delta.get("tool_calls") or ():
+                    out += self._tool_delta(call)
+                finish = choice.get("finish_reason")
+                if finish and isinstance(finish, str):
+                    self._finish = finish
+                    matched = choice.get("stop_reason")
+                    self._matched = matched if isinstance(matched, str) else None
+        except (KeyError, AttributeError, TypeError, ValueError):
+            pass  # the rest of a malformed chunk is dropped
         return out
 
     def _tool_delta(self, call: dict[str, Any]) -> bytes:

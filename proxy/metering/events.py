@@ -38,6 +38,7 @@ class UsageEvent:
     completion_tokens: int = 0
     cached_tokens: int = 0  # prompt tokens read from the upstream's prompt cache
     cache_write_tokens: int = 0  # prompt tokens written to it (Anthropic prices these apart)
+    reasoning_tokens: int = 0  # among completion_tokens: the model's reasoning, as reported
     estimated: bool = False
     ttft_s: float | None = None
     duration_s: float = 0.0

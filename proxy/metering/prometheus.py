@@ -241,6 +241,8 @@ class Metrics:
             tokens.inc((backend, model, "cache_read_prompt"), ev.cached_tokens)
         if ev.cache_write_tokens:
             tokens.inc((backend, model, "cache_write_prompt"), ev.cache_write_tokens)
+        if ev.reasoning_tokens:  # among the completion tokens (priced as such)
+            tokens.inc((backend, model, "reasoning"), ev.reasoning_tokens)
         tenant = ev.tenant
         if ev.unpriced:
             self.unpriced.inc((backend, model))

@@ -26,6 +26,7 @@ from proxy.backends.base import UpstreamFailure, UpstreamRefused, UpstreamRespon
 from proxy.dialects import Dialect, TranslationError
 from proxy.dialects.anthropic_request import anthropic_to_openai_chat
 from proxy.dialects.anthropic_response import openai_usage
+from proxy.dialects.responses_response import usage_from_responses
 from proxy.metering.events import Attempt, UsageEvent
 from proxy.metering.gpu import Share
 from proxy.metering.tokens import cheap_prompt_estimate, estimate_prompt_tokens
@@ -36,6 +37,7 @@ from proxy.request.dialect import (
     ROUTE_DIALECT,
     AnthropicTap,
     PreformattedError,
+    ResponsesTap,
     Translation,
     anthropic_body_usage,
     anthropic_proxy_error,
@@ -45,7 +47,9 @@ from proxy.request.dialect import (
 )
 from proxy.request.errors import ProxyError, error_body, normalize_upstream_error
 from proxy.request.failover import failover_reason
+from proxy.request.responses import HoldEnd, Turn, reasoning_tokens
 from proxy.request.sse import UsageTap
+from proxy.request.stored import serve_stored
 from proxy.request.timeouts import Deadline
 from proxy.routing.router import Plan, PlannedTarget, RouteRequest
 from proxy.server.exchange import (
@@ -68,6 +72,7 @@ ENDPOINTS = {
     "/v1/embeddings": "embeddings",
     "/v1/messages": "messages",  # Anthropic's Messages API (docs/dialects.md)
     "/v1/messages/count_tokens": "count_tokens",
+    "/v1/responses": "responses",  # OpenAI's Responses API (proxy/request/responses.py)
 }
 # Bare paths (base_url without /v1) reach the same handlers, as with OpenAI's own SDKs.
 FAST_PATHS = {**{p: p for p in ENDPOINTS}, **{p[3:]: p for p in ENDPOINTS}}
@@ -77,6 +82,7 @@ _UPSTREAM_PATH = {
     "embeddings": "/embeddings",
     "messages": "/messages",
     "count_tokens": "/messages/count_tokens",
+    "responses": "/responses",
 }
 _REQUIRED_FIELD = {
     "chat": "messages",
@@ -84,6 +90,7 @@ _REQUIRED_FIELD = {
     "embeddings": "input",
     "messages": "messages",
     "count_tokens": "messages",
+    "responses": "input",
 }
 _ANTHROPIC_HEADERS = (b"anthropic-version", b"anthropic-beta")
 _LIST_FIELD = frozenset({"chat", "messages", "count_tokens"})  # a non-empty array
@@ -98,6 +105,7 @@ _SSE_HEADERS = [
 ]
 _NO_DEADLINE = contextlib.nullcontext()
 _ERROR_KEY = b'"error"'  # in a streamed event: the upstream's error, to redact
+_RESPONSES = Dialect.OPENAI_RESPONSES  # (a global: cheaper than the enum's attribute)
 _ids = itertools.count(1)
 _ID_PREFIX = f"hg-{os.getpid():x}-"
 
@@ -154,10 +162,14 @@ class Handler:
 
     async def serve(self, exchange: Exchange, path: str) -> None:
         rt = self._rt()
+        endpoint = ENDPOINTS.get(path)
+        if endpoint is None:  # "METHOD /v1/responses/{id}[/...]": a stored response
+            await serve_stored(rt, exchange, path)
+            return
         ev = UsageEvent(
             request_id=_ID_PREFIX + str(next(_ids)),
             started_at=time.time(),
-            endpoint=ENDPOINTS[path],
+            endpoint=endpoint,
         )
         req = _Request(rt, ev, exchange, time.perf_counter())
         rt.requests_inflight += 1
@@ -216,6 +228,7 @@ class _Request:
         "stream",
         "stream_deadline",
         "t0",
+        "turn",
         "upstream",
         "upstream_s",
         "want_continuous",
@@ -242,6 +255,7 @@ class _Request:
         self.anthropic = self.dialect is Dialect.ANTHROPIC_MESSAGES  # Anthropic's error shape
         self.xl: Translation | None = None  # the current attempt's translation, if any
         self.extra = b""  # the client's anthropic-* header lines, for Anthropic targets
+        self.turn: Turn | None = None  # /v1/responses: the conversation this turn continues
 
     async def serve(self) -> None:
         rt, ev, exchange = self.rt, self.ev, self.exchange
@@ -256,6 +270,9 @@ class _Request:
         if encoding is not None:
             body = decode_body(body, encoding, limit)
         data = self.data = parse_request(body, ev.endpoint)
+        if self.dialect is _RESPONSES:  # its conversation: one state lookup
+            self.turn = Turn(data, principal.tenant)
+            await self.turn.load(rt)
         if self.anthropic:
             for name in _ANTHROPIC_HEADERS:
                 value = headers.get(name)
@@ -332,12 +349,16 @@ class _Request:
                 path = native_path
                 if self.anthropic:
                     body = _anthropic_body(data, target.model)
+                elif self.turn is not None:  # /v1/responses: the model and the history
+                    body = _anthropic_body(self.turn.data_for(target.backend), target.model)
                 else:
                     body = _upstream_body(
                         data, target.model, self.stream, rt.engine_kind(target.backend) == "vllm"
                     )
             else:
                 xl = self.xl = translation_for(self.dialect, speaks)
+                if xl is not None and self.turn is not None:  # this request's id and history
+                    xl = self.xl = self.turn.bind(xl)
                 if xl is None:
                     last_error = _err(
                         400,
@@ -571,6 +592,12 @@ class _Request:
             apply_usage(openai_usage(usage), ev)
             if ev.prompt_tokens == 0 and ev.completion_tokens == 0:  # the upstream told none
                 estimate_usage(ev, self.data, None, None)
+            if self.turn is not None:
+                raw = await self._keep_answer(raw, name, False)
+            await self._respond(200, raw, upstream.headers, name)
+            return
+        if self.turn is not None:  # a native Responses answer: its usage, and kept
+            raw = await self._keep_answer(raw, name, True)
             await self._respond(200, raw, upstream.headers, name)
             return
         try:
@@ -584,6 +611,37 @@ class _Request:
                 usage_from_body(raw, ev)
             if ev.prompt_tokens == 0 and ev.completion_tokens == 0:
                 estimate_usage(ev, self.data, None, raw)
+
+    async def _keep_answer(self, raw: bytes, backend: str, native: bool) -> bytes:
+        """A /v1/responses JSON answer: its usage (native; a translation's is counted
+        already), and the response stored before the client can ask for it."""
+        turn = self.turn
+        assert turn is not None
+        xl = self.xl
+        if not native:
+            response = getattr(xl, "response", None)
+            if isinstance(response, dict):
+                self._reasoning(response)
+                await turn.keep(self.rt, response, backend, False)
+            return raw
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            obj = None
+        if not isinstance(obj, dict):  # passed through as it is, as chat's answers are
+            estimate_usage(self.ev, self.data, None, None)
+            return raw
+        apply_usage(openai_usage(usage_from_responses(obj.get("usage"))), self.ev)
+        if self.ev.prompt_tokens == 0 and self.ev.completion_tokens == 0:
+            estimate_usage(self.ev, self.data, None, None)
+        self._reasoning(obj)
+        await turn.keep(self.rt, obj, backend, True)
+        return raw
+
+    def _reasoning(self, response: dict[str, Any]) -> None:
+        """A Responses answer's reasoning tokens into the event (among its output ones)."""
+        ev = self.ev
+        ev.reasoning_tokens = min(reasoning_tokens(response), ev.completion_tokens)
 
     async def _respond(self, status: int, body: bytes, upstream: Headers, backend: str) -> None:
         """A JSON answer with the upstream's passed-through headers and ours."""
@@ -654,7 +712,14 @@ class _Request:
         """Read until the first complete SSE event: until then a failure can still fail over.
         The tap is a UsageTap, or one with its face for the other dialects (dialect.py)."""
         tap: Any
-        if self.xl is not None:
+        if self.turn is not None:  # /v1/responses: native bytes, or a translation's events
+            inner: Any
+            if self.xl is not None:
+                inner = self.xl.stream(True, self.rt.config.backends[name].thinking)
+            else:
+                inner = ResponsesTap(self.rt.config.limits.upstream_max_event_bytes)
+            tap = HoldEnd(inner)
+        elif self.xl is not None:
             tap = self.xl.stream(self.want_usage, self.rt.config.backends[name].thinking)
         elif self.anthropic:
             tap = AnthropicTap(self.rt.config.limits.upstream_max_event_bytes)
@@ -727,6 +792,9 @@ class _Request:
             rest = redact.bytes(rest)
         tail = held + rest
         stream_usage(ev, self.data, tap)
+        if self.turn is not None and tap.response is not None:  # kept before the end is seen
+            self._reasoning(tap.response)
+            await self.turn.keep(self.rt, tap.response, target.backend, self.xl is None)
         if expired:  # ours, not the backend's failure: its breaker is not told
             ev.outcome = "cut"
             ev.attempts[-1].reason = "stream_timeout"
@@ -734,23 +802,29 @@ class _Request:
                 f"The stream reached the proxy's time limit for a stream ({self._stream_limit()}) "
                 f"and was ended; the answer is truncated."
             )
-            tail += self._stream_error(msg, "timeout_error", "stream_timeout", 504)
+            tail += self._stream_error(msg, "timeout_error", "stream_timeout", 504, tap)
         elif cut or not (tap.saw_done or tap.saw_error):
             ev.outcome = "cut"
             msg = (
                 f"The backend '{target.backend}' ended the stream before it was complete; "
                 f"the answer is truncated."
             )
-            tail += self._stream_error(msg, "server_error", "stream_interrupted", 502)
+            tail += self._stream_error(msg, "server_error", "stream_interrupted", 502, tap)
             ev.attempts[-1].reason = "cut"
             self.rt.on_failure(target.backend, "cut")
         await exchange.end_stream(tail)
 
-    def _stream_error(self, msg: str, type_: str, code: str, status: int) -> bytes:
+    def _stream_error(self, msg: str, type_: str, code: str, status: int, tap: Any) -> bytes:
         """The proxy's own error event that ends a stream, in the client's dialect."""
         if self.anthropic:
             err = ProxyError(status, msg)
             return b"event: error\ndata: " + anthropic_proxy_error(err) + b"\n\n"
+        if self.turn is not None:  # a translation's response.failed, else OpenAI's event
+            ending: bytes = tap.fail(msg, code)
+            if ending:
+                return ending
+            body = {"type": "error", "code": code, "message": msg, "param": None}
+            return b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
         return b"data: " + error_body(msg, type_, None, code) + b"\n\n"
 
     def _stream_limit(self) -> str:

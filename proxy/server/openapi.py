@@ -186,6 +186,35 @@ _SCHEMAS: dict[str, Any] = {
         },
         ("object", "data", "model"),
     ),
+    "Response": _obj(
+        {
+            "id": _STR,
+            "object": {"const": "response"},
+            "created_at": _INT,
+            "status": _STR,
+            "model": _STR,
+            "output": {"type": "array", "items": {"type": "object"}},
+            "previous_response_id": {"type": ["string", "null"]},
+            "usage": _nullable(
+                _obj({"input_tokens": _INT, "output_tokens": _INT, "total_tokens": _INT})
+            ),
+        },
+        ("id", "object", "status", "output"),
+    ),
+    "ResponseDeleted": _obj(
+        {"id": _STR, "object": {"const": "response"}, "deleted": {"type": "boolean"}},
+        ("id", "object", "deleted"),
+    ),
+    "ResponseItemList": _obj(
+        {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": {"type": "object"}},
+            "first_id": {"type": ["string", "null"]},
+            "last_id": {"type": ["string", "null"]},
+            "has_more": {"type": "boolean"},
+        },
+        ("object", "data"),
+    ),
     "Model": _obj(
         {"id": _STR, "object": {"const": "model"}, "created": _INT, "owned_by": _STR},
         ("id", "object"),
@@ -288,7 +317,31 @@ def _request_schemas(aliases: list[str]) -> dict[str, Any]:
         "metadata": {"type": "object"},
     }
     count = {k: v for k, v in messages.items() if k not in ("max_tokens", "stream")}
+    responses = {
+        "model": model,
+        "input": {"anyOf": [_STR, {"type": "array", "items": {"type": "object"}}]},
+        "instructions": {"type": ["string", "null"]},
+        "stream": {"type": ["boolean", "null"]},
+        "store": {
+            "type": ["boolean", "null"],
+            "default": True,
+            "description": "Keep the response (per tenant, `responses.retention_s`) for "
+            "`previous_response_id` and GET/DELETE.",
+        },
+        "previous_response_id": {"type": ["string", "null"]},
+        "background": {"type": ["boolean", "null"]},
+        "tools": {"type": "array", "items": {"type": "object"}},
+        "tool_choice": {"anyOf": [{"enum": ["none", "auto", "required"]}, {"type": "object"}]},
+        "text": {"type": "object"},
+        "reasoning": {"type": ["object", "null"]},
+        "max_output_tokens": {"type": ["integer", "null"], "minimum": 1},
+        "temperature": {"type": ["number", "null"], "minimum": 0, "maximum": 2},
+        "top_p": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+        "metadata": {"type": ["object", "null"]},
+        "user": _STR,
+    }
     return {
+        "ResponseRequest": _obj(responses, ("model", "input")),
         "MessagesRequest": _obj(messages, ("model", "messages", "max_tokens")),
         "CountTokensRequest": _obj(count, ("model", "messages")),
         "ChatCompletionRequest": _obj(chat, ("model", "messages")),
@@ -435,6 +488,12 @@ _OPENAI_PATHS = {
     "/v1/chat/completions": ("Chat completion", "ChatCompletionRequest", "ChatCompletion", True),
     "/v1/completions": ("Text completion", "CompletionRequest", "Completion", True),
     "/v1/embeddings": ("Embeddings", "EmbeddingsRequest", "Embeddings", False),
+    "/v1/responses": (
+        "Create a response (OpenAI Responses API)",
+        "ResponseRequest",
+        "Response",
+        True,
+    ),
 }
 _ANTHROPIC_PATHS = {
     "/v1/messages": ("Message (Anthropic Messages API)", "MessagesRequest", "Message", True),
@@ -553,7 +612,55 @@ def build_schema(app: FastAPI, aliases: list[str]) -> dict[str, Any]:
         paths[path] = {"post": _openai_operation(summary, request, response, streams)}
     for path, (summary, request, response, streams) in _ANTHROPIC_PATHS.items():
         paths[path] = {"post": _anthropic_operation(summary, request, response, streams)}
+    paths.update(_stored_response_paths())
     return doc
+
+
+def _stored_response_paths() -> dict[str, Any]:
+    """GET/DELETE /v1/responses/{id}, its cancel and input items (proxy/request/stored.py):
+    the caller's tenant's stored responses only; any other id is a 404."""
+    param = [
+        {
+            "name": "response_id",
+            "in": "path",
+            "required": True,
+            "schema": _STR,
+            "description": "A response id this tenant created (with `store`).",
+        }
+    ]
+
+    def op(summary: str, schema: str, op_id: str) -> dict[str, Any]:
+        return {
+            "summary": summary,
+            "operationId": op_id,
+            "tags": ["OpenAI"],
+            "security": [{"apiKey": []}],
+            "parameters": param,
+            "responses": {
+                "200": {
+                    "description": "OK.",
+                    "content": {"application/json": {"schema": _ref(schema)}},
+                },
+                "400": _error("Not cancellable (not a background response)."),
+                "401": _PROXY_ERRORS["401"],
+                "404": _error("No such response for this tenant (unknown, expired, deleted)."),
+                "502": _PROXY_ERRORS["502"],
+            },
+        }
+
+    base = "/v1/responses/{response_id}"
+    return {
+        base: {
+            "get": op("Retrieve a stored response", "Response", "retrieveResponse"),
+            "delete": op("Delete a stored response", "ResponseDeleted", "deleteResponse"),
+        },
+        base + "/cancel": {
+            "post": op("Cancel a background response", "Response", "cancelResponse")
+        },
+        base + "/input_items": {
+            "get": op("A stored response's input items", "ResponseItemList", "listInputItems")
+        },
+    }
 
 
 def install(app: FastAPI, gate: Any) -> None:

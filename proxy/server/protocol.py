@@ -44,6 +44,10 @@ from proxy.request.handler import FAST_PATHS, Handler
 from proxy.request.timeouts import Timer, timeouts_for
 from proxy.server.fastpath import FastExchange, status_line
 
+# GET/DELETE /v1/responses/{id}, its /cancel and /input_items (proxy/request/stored.py).
+_STORED = (b"/v1/responses/", b"/responses/")
+_STORED_METHODS = frozenset({b"GET", b"DELETE", b"POST", b"PUT", b"PATCH"})
+
 _408_BODY = error_body("The request was not received in time.", "timeout_error", None, "timeout")
 _408 = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
@@ -287,6 +291,11 @@ def guarded_protocol(
                 if path is not None and parser.get_method() == b"POST":
                     self._start_fast(path)
                     return
+                if path is None and url.startswith(_STORED):  # a stored response's routes
+                    method = parser.get_method()
+                    if method in _STORED_METHODS:  # (HEAD and others: ASGI's answers)
+                        self._start_fast(f"{method.decode()} {url.decode('latin-1')}")
+                        return
             self._asgi_scope()
             super().on_headers_complete()
             if self.cycle.scope is self.scope and self.scope["http_version"] == "1.0":

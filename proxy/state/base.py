@@ -32,5 +32,19 @@ class Remote(ABC):
     async def read_hash(self, h: str) -> dict[str, int]:
         """Every field of one hash (reports; never on the request path)."""
 
+    # Stored documents (OpenAI's stored responses, proxy/state/responses.py): one key, one
+    # blob, an expiry. Only routes that need state call these, never the chat path.
+    @abstractmethod
+    async def get_doc(self, key: str) -> bytes | None:
+        """The document under `key`, or None (absent or expired)."""
+
+    @abstractmethod
+    async def put_doc(self, key: str, value: bytes, ttl_s: int) -> None:
+        """Store `value` under `key` for `ttl_s` seconds."""
+
+    @abstractmethod
+    async def delete_doc(self, key: str) -> bool:
+        """Remove `key`; whether it was there."""
+
     async def close(self) -> None:  # noqa: B027 - optional for backends holding nothing
         """Release connections."""

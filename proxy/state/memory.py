@@ -18,6 +18,7 @@ class MemoryRemote(Remote):
         self.data: Counts = {}
         self._expiry: dict[str, float] = {}
         self._last_seq = 0
+        self._docs: dict[str, tuple[bytes, float]] = {}  # key -> (value, expires at)
 
     @property
     def display_url(self) -> str:
@@ -44,3 +45,23 @@ class MemoryRemote(Remote):
 
     async def read_hash(self, h: str) -> dict[str, int]:
         return dict(self.data.get(h, {}))
+
+    async def get_doc(self, key: str) -> bytes | None:
+        doc = self._docs.get(key)
+        if doc is None:
+            return None
+        if doc[1] <= time.time():
+            del self._docs[key]
+            return None
+        return doc[0]
+
+    async def put_doc(self, key: str, value: bytes, ttl_s: int) -> None:
+        now = time.time()
+        if len(self._docs) % 1024 == 1023:  # expired documents swept now and then, O(n)
+            for k in [k for k, (_, at) in self._docs.items() if at <= now]:
+                del self._docs[k]
+        self._docs[key] = (value, now + ttl_s)
+
+    async def delete_doc(self, key: str) -> bool:
+        doc = self._docs.pop(key, None)
+        return doc is not None and doc[1] > time.time()

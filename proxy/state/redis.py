@@ -141,5 +141,17 @@ class RedisRemote(Remote):
         raw = await self.client.hgetall(h)
         return {k.decode() if isinstance(k, bytes) else k: int(v) for k, v in raw.items()}
 
+    async def get_doc(self, key: str) -> bytes | None:
+        value = await self.client.get(key)
+        if value is None:
+            return None
+        return value if isinstance(value, bytes) else str(value).encode()
+
+    async def put_doc(self, key: str, value: bytes, ttl_s: int) -> None:
+        await self.client.set(key, value, ex=max(1, ttl_s))
+
+    async def delete_doc(self, key: str) -> bool:
+        return bool(await self.client.delete(key))
+
     async def close(self) -> None:
         await self.client.aclose()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -17,7 +16,7 @@ import pytest
 
 from costing.api import api_cost
 from costing.prices import PriceTable
-from tests.support.proxy import ProxyHandle, run_proxy
+from tests.support.proxy import Books, ProxyHandle, run_proxy
 from tests.support.sim import SimHandle, run_simulator
 
 KEY = "sk-hg-anthropic-wiring-7c1d"
@@ -51,37 +50,6 @@ TOOLS_ANTHROPIC = [
         },
     }
 ]
-
-
-class Books:
-    """The request log, read one new event at a time (the tests of this module run in
-    order, one request at a time)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.seen = 0
-
-    def _lines(self) -> list[str]:
-        return self.path.read_text().splitlines() if self.path.exists() else []
-
-    def mark(self) -> None:
-        import time
-
-        time.sleep(0)  # (no wait: everything before was already read or is ignored)
-        self.seen = len(self._lines())
-
-    def next(self, n: int = 1) -> list[dict[str, Any]]:
-        import time
-
-        deadline = time.monotonic() + 10
-        while True:
-            lines = self._lines()
-            if len(lines) >= self.seen + n or time.monotonic() > deadline:
-                out = [json.loads(x) for x in lines[self.seen : self.seen + n]]
-                self.seen += len(out)
-                assert len(out) == n, f"request log has {len(out)} new events, expected {n}"
-                return out
-            time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

@@ -532,3 +532,109 @@ def normal_anthropic(body: dict[str, Any]) -> dict[str, Any]:
         else:
             msgs.append(m)
     return {**body, "messages": msgs}
+
+
+# -- the Responses API -------------------------------------------------------------------
+def chat_to_responses_request(body: dict[str, Any]) -> dict[str, Any]:
+    """A canonical chat request said in the Responses API (test-side inverse of
+    responses_to_chat): messages as input items, flat function tools."""
+    items: list[dict[str, Any]] = []
+    for m in body["messages"]:
+        role = m["role"]
+        if role == "system":
+            items.append({"type": "message", "role": "system", "content": m["content"]})
+        elif role == "user":
+            content = m["content"]
+            if isinstance(content, list):
+                content = [
+                    {"type": "input_text", "text": p["text"]}
+                    if p["type"] == "text"
+                    else {"type": "input_image", "image_url": p["image_url"]["url"]}
+                    for p in content
+                ]
+            items.append({"role": "user", "content": content})
+        elif role == "assistant":
+            if m.get("content") is not None:
+                items.append(
+                    {
+                        "type": "message",
+                        "role": "assistant",
+                        "content": [
+                            {"type": "output_text", "text": m["content"], "annotations": []}
+                        ],
+                    }
+                )
+            for call in m.get("tool_calls") or ():
+                items.append(
+                    {
+                        "type": "function_call",
+                        "call_id": call["id"],
+                        "name": call["function"]["name"],
+                        "arguments": call["function"]["arguments"],
+                    }
+                )
+        else:
+            items.append(
+                {
+                    "type": "function_call_output",
+                    "call_id": m["tool_call_id"],
+                    "output": m["content"],
+                }
+            )
+    out: dict[str, Any] = {"model": body["model"], "input": items}
+    out["max_output_tokens"] = body["max_tokens"]
+    for key in ("temperature", "top_p", "stream", "parallel_tool_calls", "user"):
+        if key in body:
+            out[key] = body[key]
+    if "tools" in body:
+        out["tools"] = [{"type": "function", **t["function"]} for t in body["tools"]]
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict):
+        choice = {"type": "function", "name": choice["function"]["name"]}
+    if choice is not None:
+        out["tool_choice"] = choice
+    return out
+
+
+def normal_chat_from_responses(body: dict[str, Any]) -> dict[str, Any]:
+    """What a chat request comes back as after a trip through the Responses API: no stop
+    (Responses has none), the stream asks for usage, and an assistant turn's calls join its
+    text when the two were separate messages (one turn either way)."""
+    out = {k: v for k, v in body.items() if k != "stop"}
+    if out.get("stream"):
+        out["stream_options"] = {"include_usage": True}
+    elif "stream" in out:
+        del out["stream"]
+    msgs: list[dict[str, Any]] = []
+    for m in out["messages"]:
+        prev = msgs[-1] if msgs else None
+        if (
+            m["role"] == "assistant"
+            and m.get("tool_calls")
+            and m.get("content") is None
+            and prev is not None
+            and prev["role"] == "assistant"
+        ):
+            merged = {**prev, "tool_calls": [*(prev.get("tool_calls") or ()), *m["tool_calls"]]}
+            merged["content"] = prev["content"] or None
+            msgs[-1] = merged
+        elif m["role"] == "assistant" and m.get("tool_calls"):
+            msgs.append({**m, "content": m.get("content") or None})
+        else:
+            msgs.append(m)
+    out["messages"] = msgs
+    return out
+
+
+def read_responses_stream(raw: bytes) -> list[dict[str, Any]]:
+    """The Responses events of a stream (each `event:` line checked against its type)."""
+    out = []
+    for event in raw.split(b"\n\n"):
+        if not event:
+            continue
+        head, _, data = event.partition(b"\n")
+        assert head.startswith(b"event: ") and data.startswith(b"data: "), event
+        ev = orjson.loads(data[6:])
+        assert ev["type"] == head[7:].decode()
+        out.append(ev)
+    return out

@@ -118,3 +118,29 @@ def read_log(path: Path, expect: int, timeout: float = 10.0) -> list[dict[str, A
         if len(lines) >= expect or time.monotonic() > deadline:
             return [json.loads(line) for line in lines]
         time.sleep(0.05)
+
+
+class Books:
+    """The request log read one new event at a time, for modules whose tests run in order
+    one request at a time: `mark()` skips what is there, `next(n)` waits for n more."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.seen = 0
+
+    def _lines(self) -> list[str]:
+        return self.path.read_text().splitlines() if self.path.exists() else []
+
+    def mark(self) -> None:
+        self.seen = len(self._lines())
+
+    def next(self, n: int = 1) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + 10
+        while True:
+            lines = self._lines()
+            if len(lines) >= self.seen + n or time.monotonic() > deadline:
+                out = [json.loads(x) for x in lines[self.seen : self.seen + n]]
+                self.seen += len(out)
+                assert len(out) == n, f"request log has {len(out)} new events, expected {n}"
+                return out
+            time.sleep(0.05)

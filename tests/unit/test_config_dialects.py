@@ -13,6 +13,8 @@ backends:
   claude: {type: anthropic, api_key: k}
   vllm: {type: openai, base_url: "http://127.0.0.1:8000/v1", pool: p, speaks: [openai, anthropic]}
   oai: {type: openai, base_url: "http://127.0.0.1:9000/v1"}
+  openai: {type: openai, base_url: "https://api.openai.com/v1", api_key: k}
+  vllm-r: {type: openai, base_url: "http://127.0.0.1:8001/v1", pool: p, speaks: [openai, responses]}
 gpu_pools:
   p: {gpus: 1, billing: rental, usd_per_gpu_hour: 2}
 models:
@@ -35,6 +37,15 @@ def test_defaults_and_dialects_per_type() -> None:
         Dialect.OPENAI_COMPLETIONS,
         Dialect.OPENAI_EMBEDDINGS,
     }
+    # /v1/responses: OpenAI's own API by default; any other server when it says so
+    assert backend_dialects(cfg.backends["openai"]) == {
+        Dialect.OPENAI_CHAT,
+        Dialect.OPENAI_COMPLETIONS,
+        Dialect.OPENAI_EMBEDDINGS,
+        Dialect.OPENAI_RESPONSES,
+    }
+    assert Dialect.OPENAI_RESPONSES not in backend_dialects(cfg.backends["vllm"])
+    assert Dialect.OPENAI_RESPONSES in backend_dialects(cfg.backends["vllm-r"])
     assert Dialect.ANTHROPIC_MESSAGES in backend_dialects(cfg.backends["vllm"])
     assert Dialect.OPENAI_CHAT in backend_dialects(cfg.backends["vllm"])
     assert cfg.models["m"].targets[0].default_max_tokens == 512

@@ -270,3 +270,18 @@ def test_openai_upstream_garbage_never_raises(events: list) -> None:
         out = b"".join(t.feed(b"data: " + orjson.dumps(e) + b"\n\n") for e in events)
         out += t.finish()
         assert out.endswith((b'"message_stop"}\n\n', b"}}\n\n"))
+
+
+@SETTINGS
+@given(st.lists(openai_junk | junk, min_size=1, max_size=4), openai_completion())
+def test_openai_garbage_first_never_loses_message_start(events: list, body: dict) -> None:
+    """A malformed chunk that breaks halfway (the first one included) keeps what it made:
+    message_start was lost when the first chunk broke after starting the message, and the
+    Anthropic SDK cannot read a stream without it."""
+    t = OpenAIToAnthropicStream()
+    raw = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events)
+    out = t.feed(raw + openai_sse(body, [])) + t.finish()
+    types = [orjson.loads(p)["type"] for p in SSESplitter().feed(out)]
+    assert types[0] in ("message_start", "error")
+    if types[0] == "message_start":
+        read_anthropic_stream(out)  # every block started before its deltas, as the SDK needs
