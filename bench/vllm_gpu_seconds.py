@@ -1,0 +1,344 @@
+"""GPU-second truth on a real engine: the proxy's meter against vLLM's own clocks.
+
+Mixed concurrent load (chat and completions, streamed and not, short and long prompts,
+4 to 32 output tokens) goes through the proxy to the real vLLM (scripts/vllm_engine.py).
+Meanwhile vLLM's /metrics is sampled every ~20 ms. Then:
+
+- **sum**: the pool's busy GPU-seconds (`hybridgate_gpu_busy_seconds_total`, the proxy's
+  meter) against the time vLLM had requests running (`vllm:num_requests_running` > 0 in the
+  samples), and against the union of the requests' engine intervals;
+- **per request**: each request's GPU-seconds from the proxy's request log against the same
+  attribution (the proxy's own `PoolAccount`, equal shares, prefill weight as configured)
+  run on vLLM's timeline of that request: engine end = the proxy's end, engine start = end −
+  `request_inference_time_seconds`, first token at start + `request_prefill_time_seconds`.
+  vLLM gives those times only as histograms; a sample window in which exactly one request
+  finished (count delta 1) gives that request's times exactly, and it is matched to the one
+  request the proxy saw end in that window. Requests that finished together are left out of
+  the per-request figures (they still count in the timeline, with their proxy interval).
+
+    python bench/vllm_gpu_seconds.py                       # starts its own vLLM (~1 min)
+    python bench/vllm_gpu_seconds.py --vllm-url http://127.0.0.1:PORT   # a running one
+    python bench/vllm_gpu_seconds.py --requests 32 --concurrency 4 --json
+
+Needs `python scripts/vllm_engine.py install`. Load is kept small (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from proxy.metering.gpu import GpuShare, PoolAccount  # noqa: E402
+from tests.support.exposition import parse_samples  # noqa: E402
+from tests.support.proxy import ProxyHandle, read_log, run_proxy  # noqa: E402
+from tests.support.vllm import engine, run_vllm_server  # noqa: E402
+
+HISTOGRAMS = ("inference", "prefill", "decode", "queue")
+
+
+@dataclass
+class Sample:
+    t: float  # unix seconds
+    running: float
+    waiting: float
+    sums: dict[str, float]  # request_<kind>_time_seconds _sum
+    count: float  # request_inference_time_seconds _count
+
+
+def read_sample(client: httpx.Client, url: str) -> Sample:
+    text = client.get(f"{url}/metrics").text
+    t = time.time()
+    running = waiting = count = 0.0
+    sums = dict.fromkeys(HISTOGRAMS, 0.0)
+    for name, _, value in parse_samples(text):
+        if name == "vllm:num_requests_running":
+            running += value
+        elif name == "vllm:num_requests_waiting":
+            waiting += value
+        elif name == "vllm:request_inference_time_seconds_count":
+            count += value
+        elif name.startswith("vllm:request_") and name.endswith("_time_seconds_sum"):
+            kind = name[len("vllm:request_") : -len("_time_seconds_sum")]
+            if kind in sums:
+                sums[kind] += value
+    return Sample(t, running, waiting, sums, count)
+
+
+def load(proxy: ProxyHandle, n: int, concurrency: int, seed: int) -> list[dict[str, Any]]:
+    """n mixed requests, `concurrency` at a time; each tagged with its x-request-id."""
+    rng = random.Random(seed)
+    long_text = " ".join(f"item{i}" for i in range(300))
+    specs = []
+    for i in range(n):
+        specs.append(
+            {
+                "id": f"bench-{seed}-{i}",
+                "kind": rng.choice(["chat", "chat", "completions"]),
+                "stream": rng.random() < 0.5,
+                "prompt": long_text if rng.random() < 0.3 else f"Tell me about the number {i}.",
+                "max_tokens": rng.choice([4, 8, 16, 32]),
+            }
+        )
+
+    def one(spec: dict[str, Any]) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": "local",
+            "max_tokens": spec["max_tokens"],
+            "stream": spec["stream"],
+            "ignore_eos": True,
+        }
+        if spec["kind"] == "chat":
+            body["messages"] = [{"role": "user", "content": spec["prompt"]}]
+            path = "/chat/completions"
+        else:
+            body["prompt"] = spec["prompt"]
+            path = "/completions"
+        headers = {"x-request-id": spec["id"]}
+        with httpx.Client(timeout=300) as c:
+            if spec["stream"]:
+                with c.stream("POST", proxy.base_url + path, json=body, headers=headers) as r:
+                    for _ in r.iter_bytes():
+                        pass
+                    status = r.status_code
+            else:
+                status = c.post(proxy.base_url + path, json=body, headers=headers).status_code
+        return {**spec, "status": status, "client_end": time.time()}
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        return list(pool.map(one, specs))
+
+
+def engine_attribution(
+    timeline: list[tuple[str, float, float, float]], prefill_weight: float
+) -> dict[str, float]:
+    """The proxy's own attribution run on an engine timeline [(id, start, first, end)]."""
+    now = [0.0]
+    events: list[tuple[float, int, str]] = []
+    for rid, start, first, end in timeline:
+        events += [(start, 0, rid), (first, 1, rid), (end, 2, rid)]
+    events.sort()
+    now[0] = events[0][0] if events else 0.0
+    pool = PoolAccount(1, prefill_weight, clock=lambda: now[0])
+    shares: dict[str, GpuShare] = {}
+    out: dict[str, float] = {}
+    for t, what, rid in events:
+        now[0] = t
+        if what == 0:
+            shares[rid] = pool.start()
+        elif what == 1:
+            shares[rid].first_token()
+        else:
+            out[rid] = shares[rid].end()
+    return out
+
+
+def union_length(intervals: list[tuple[float, float]]) -> float:
+    total, cur_s, cur_e = 0.0, None, None
+    for s, e in sorted(intervals):
+        if cur_e is None or s > cur_e:
+            if cur_e is not None and cur_s is not None:
+                total += cur_e - cur_s
+            cur_s, cur_e = s, e
+        else:
+            cur_e = max(cur_e, e)
+    if cur_e is not None and cur_s is not None:
+        total += cur_e - cur_s
+    return total
+
+
+def analyse(
+    samples: list[Sample],
+    events: list[dict[str, Any]],
+    busy: float,
+    prefill_weight: float,
+) -> dict[str, Any]:
+    ends = {e["request_id"]: e["started_at"] + e["duration_s"] for e in events}
+    starts = {e["request_id"]: e["started_at"] for e in events}
+    # vLLM's busy time from its gauge: each sample interval counted by its later sample.
+    engine_busy = (
+        math.fsum(
+            b.t - a.t
+            for a, b in zip(samples, samples[1:], strict=False)
+            if b.running > 0 or a.running > 0
+        )
+        if samples
+        else 0.0
+    )
+    engine_busy_strict = math.fsum(
+        b.t - a.t
+        for a, b in zip(samples, samples[1:], strict=False)
+        if b.running > 0 and a.running > 0
+    )
+    # Per request: windows where exactly one request finished.
+    engine_times: dict[str, dict[str, float]] = {}
+    taken: set[str] = set()
+    for a, b in zip(samples, samples[1:], strict=False):
+        if round(b.count - a.count) != 1:
+            continue
+        cands = [r for r, end in ends.items() if a.t - 0.05 < end <= b.t + 0.25 and r not in taken]
+        if len(cands) != 1:
+            continue
+        rid = cands[0]
+        taken.add(rid)
+        engine_times[rid] = {k: b.sums[k] - a.sums[k] for k in HISTOGRAMS}
+    timeline = []
+    for rid, end in ends.items():
+        if rid in engine_times:
+            et = engine_times[rid]
+            start = end - et["inference"]
+            timeline.append((rid, start, start + et["prefill"], end))
+        else:  # finished together with another: its proxy interval stands in
+            first = starts[rid] + (next(e for e in events if e["request_id"] == rid)["ttft_s"] or 0)
+            timeline.append((rid, starts[rid], first, end))
+    truth = engine_attribution(timeline, prefill_weight)
+    errors = []
+    for e in events:
+        rid = e["request_id"]
+        if rid in engine_times and truth.get(rid):
+            errors.append(abs(e["gpu_seconds"] - truth[rid]) / truth[rid])
+    attributed = math.fsum(e["gpu_seconds"] for e in events)
+    inference_sum = math.fsum(t["inference"] for t in engine_times.values())
+    engine_union = union_length([(s, e) for _, s, _, e in timeline])
+    total_inference = samples[-1].sums["inference"] - samples[0].sums["inference"]
+    queue_sum = samples[-1].sums["queue"] - samples[0].sums["queue"]
+    return {
+        "requests": len(events),
+        "matched_per_request": len(engine_times),
+        "proxy_busy_gpu_s": round(busy, 3),
+        "proxy_attributed_gpu_s": round(attributed, 3),
+        "vllm_running_gt0_s": round(engine_busy, 3),
+        "vllm_running_gt0_both_samples_s": round(engine_busy_strict, 3),
+        "vllm_request_union_s": round(engine_union, 3),
+        "sum_error_vs_running_gauge": round((busy - engine_busy) / engine_busy, 4)
+        if engine_busy
+        else None,
+        "sum_error_vs_request_union": round((busy - engine_union) / engine_union, 4)
+        if engine_union
+        else None,
+        "vllm_inference_time_sum_s": round(total_inference, 3),
+        "vllm_queue_time_sum_s": round(queue_sum, 3),
+        "matched_inference_sum_s": round(inference_sum, 3),
+        "per_request_error_mean": round(statistics.fmean(errors), 4) if errors else None,
+        "per_request_error_median": round(statistics.median(errors), 4) if errors else None,
+        "per_request_error_max": round(max(errors), 4) if errors else None,
+        "prefill_weight": prefill_weight,
+    }
+
+
+def proxy_config(vllm_base_url: str, model: str, log: Path, prefill_weight: float) -> dict:
+    return {
+        "request_log": {"path": str(log)},
+        "engine_metrics": {"interval_s": 0.5},
+        "gpu_pools": {
+            "cpu": {
+                "gpus": 1,
+                "billing": "rental",
+                "usd_per_gpu_hour": 1.0,
+                "prefill_weight": prefill_weight,
+            }
+        },
+        "backends": {
+            "vllm": {"type": "openai", "base_url": vllm_base_url, "pool": "cpu", "engine": "vllm"}
+        },
+        "models": {"local": {"targets": [{"backend": "vllm", "model": model}]}},
+    }
+
+
+@contextlib.contextmanager
+def vllm_url(given: str | None, tmp: Path) -> Iterator[str]:
+    if given:
+        yield given.rstrip("/")
+        return
+    with run_vllm_server(tmp) as server:
+        yield server.url
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    model = engine().MODEL_NAME
+    with (
+        tempfile.TemporaryDirectory(prefix="vllm-gpu-") as d,
+        vllm_url(args.vllm_url, Path(d)) as url,
+    ):
+        tmp = Path(d)
+        log = tmp / "requests.jsonl"
+        cfg = proxy_config(url + "/v1", model, log, args.prefill_weight)
+        with run_proxy(tmp, cfg) as proxy:
+            # Warm up (first requests compile kernels, fill caches) outside the measurement.
+            load(proxy, 2, 2, seed=0)
+            n0 = len(read_log(log, 2))
+            busy0 = proxy.metric("hybridgate_gpu_busy_seconds_total", pool="cpu")
+            samples: list[Sample] = []
+            stop = threading.Event()
+
+            def sampler() -> None:
+                with httpx.Client(timeout=5) as c:
+                    while not stop.is_set():
+                        samples.append(read_sample(c, url))
+                        time.sleep(args.sample_s)
+
+            th = threading.Thread(target=sampler, daemon=True)
+            with httpx.Client(timeout=5) as c:
+                samples.append(read_sample(c, url))
+            th.start()
+            results = load(proxy, args.requests, args.concurrency, seed=args.seed)
+            # Until vLLM says it is idle and two more samples are in.
+            deadline = time.monotonic() + 30
+            while (not samples or samples[-1].running > 0) and time.monotonic() < deadline:
+                time.sleep(args.sample_s)
+            n = len(samples)
+            while len(samples) < n + 2:
+                time.sleep(args.sample_s)
+            stop.set()
+            th.join()
+            busy = proxy.metric("hybridgate_gpu_busy_seconds_total", pool="cpu") - busy0
+            events = read_log(log, n0 + args.requests)[n0:]
+            bad = [r for r in results if r["status"] != 200]
+            if bad or len(events) != args.requests:
+                raise SystemExit(f"load failed: {bad[:3]}, {len(events)} events")
+            out = analyse(samples, events, busy, args.prefill_weight)
+            out["concurrency"] = args.concurrency
+            out["samples"] = len(samples)
+            out["sample_interval_s"] = round(
+                (samples[-1].t - samples[0].t) / max(1, len(samples) - 1), 4
+            )
+            return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--vllm-url", help="a running vLLM (http://127.0.0.1:PORT); default: start one")
+    ap.add_argument("--requests", type=int, default=24)
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--prefill-weight", type=float, default=1.0)
+    ap.add_argument("--sample-s", type=float, default=0.02)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    out = run(args)
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return
+    width = max(map(len, out))
+    for k, v in out.items():
+        print(f"{k:<{width}}  {v}")
+
+
+if __name__ == "__main__":
+    main()
