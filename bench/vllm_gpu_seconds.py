@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import math
 import random
@@ -45,10 +46,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from proxy.metering.gpu import GpuShare, PoolAccount  # noqa: E402
-from tests.support.exposition import parse_samples  # noqa: E402
-from tests.support.proxy import ProxyHandle, read_log, run_proxy  # noqa: E402
-from tests.support.vllm import engine, run_vllm_server  # noqa: E402
+from proxy.metering.gpu import GpuShare, PoolAccount
+from tests.support.exposition import parse_samples
+from tests.support.proxy import ProxyHandle, read_log, run_proxy
+from tests.support.vllm import engine, run_vllm_server
 
 HISTOGRAMS = ("inference", "prefill", "decode", "queue")
 
@@ -174,22 +175,18 @@ def analyse(
     # vLLM's busy time from its gauge: each sample interval counted by its later sample.
     engine_busy = (
         math.fsum(
-            b.t - a.t
-            for a, b in zip(samples, samples[1:], strict=False)
-            if b.running > 0 or a.running > 0
+            b.t - a.t for a, b in itertools.pairwise(samples) if b.running > 0 or a.running > 0
         )
         if samples
         else 0.0
     )
     engine_busy_strict = math.fsum(
-        b.t - a.t
-        for a, b in zip(samples, samples[1:], strict=False)
-        if b.running > 0 and a.running > 0
+        b.t - a.t for a, b in itertools.pairwise(samples) if b.running > 0 and a.running > 0
     )
     # Per request: windows where exactly one request finished.
     engine_times: dict[str, dict[str, float]] = {}
     taken: set[str] = set()
-    for a, b in zip(samples, samples[1:], strict=False):
+    for a, b in itertools.pairwise(samples):
         if round(b.count - a.count) != 1:
             continue
         cands = [r for r, end in ends.items() if a.t - 0.05 < end <= b.t + 0.25 and r not in taken]
