@@ -9,6 +9,7 @@ every test that needs it, loudly: it never skips.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ import pytest
 
 from tests.support import vllm as vllm_support
 from tests.support.llama import ENGINE_SCRIPT, LlamaServer, engine, run_llama_server
-from tests.support.vllm import VllmServer, run_vllm_server
+from tests.support.vllm import VllmServer, run_vllm_server, running_vllm_server
 
 INSTALL_TIMEOUT_S = 15 * 60
 _INSTALL_ERROR = pytest.StashKey[str | None]()
@@ -108,7 +109,12 @@ def vllm_server(
     vllm_engine: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[VllmServer]:
     """One vLLM per test session (~47 s to start, ~3.9 GB): tests measure deltas of its
-    counters and leave it idle; stopped (its whole process group) even when a test fails."""
+    counters and leave it idle; stopped (its whole process group) even when a test fails.
+    HYBRIDGATE_VLLM_URL: use that running one (`scripts/vllm_engine.py start`) instead."""
+    url = os.environ.get("HYBRIDGATE_VLLM_URL")
+    if url:
+        yield running_vllm_server(url)
+        return
     tmp: Path = tmp_path_factory.mktemp("vllm")
     with run_vllm_server(tmp) as server:
         yield server

@@ -42,7 +42,7 @@ def engine() -> ModuleType:
 class VllmServer:
     """A running vLLM OpenAI server: where it listens and what it counts."""
 
-    process: ManagedProcess
+    process: ManagedProcess | None  # None: a server this test session did not start
     port: int
     max_num_seqs: int
     max_model_len: int
@@ -80,10 +80,27 @@ class VllmServer:
 
     def kill(self) -> None:
         """SIGKILL the group (API server and engine core): a crash."""
+        assert self.process is not None, "not ours to kill"
         self.process.kill()
 
     def log_text(self) -> str:
-        return self.process.log_text()
+        return self.process.log_text() if self.process is not None else ""
+
+
+def running_vllm_server(url: str) -> VllmServer:
+    """A vLLM started by `python scripts/vllm_engine.py start` (its default flags), for
+    HYBRIDGATE_VLLM_URL: a developer's warm server instead of one more ~1 min start."""
+    eng = engine()
+    port = int(url.rstrip("/").rsplit(":", 1)[1])
+    models = httpx.get(f"{url.rstrip('/')}/v1/models", timeout=10).json()["data"]
+    assert [m["id"] for m in models] == [eng.MODEL_NAME], models
+    return VllmServer(
+        process=None,
+        port=port,
+        max_num_seqs=eng.MAX_NUM_SEQS,
+        max_model_len=models[0]["max_model_len"],
+        model=eng.MODEL_NAME,
+    )
 
 
 @contextlib.contextmanager
