@@ -51,7 +51,7 @@ from tests.support.exposition import parse_samples
 from tests.support.proxy import ProxyHandle, read_log, run_proxy
 from tests.support.vllm import engine, run_vllm_server
 
-HISTOGRAMS = ("inference", "prefill", "decode", "queue")
+HISTOGRAMS = ("inference", "prefill", "decode", "queue", "e2e")
 
 
 @dataclass
@@ -75,6 +75,8 @@ def read_sample(client: httpx.Client, url: str) -> Sample:
             waiting += value
         elif name == "vllm:request_inference_time_seconds_count":
             count += value
+        elif name == "vllm:e2e_request_latency_seconds_sum":
+            sums["e2e"] += value
         elif name.startswith("vllm:request_") and name.endswith("_time_seconds_sum"):
             kind = name[len("vllm:request_") : -len("_time_seconds_sum")]
             if kind in sums:
@@ -206,15 +208,35 @@ def analyse(
             timeline.append((rid, starts[rid], first, end))
     truth = engine_attribution(timeline, prefill_weight)
     errors = []
+    rows = []
     for e in events:
         rid = e["request_id"]
         if rid in engine_times and truth.get(rid):
             errors.append(abs(e["gpu_seconds"] - truth[rid]) / truth[rid])
+            et = engine_times[rid]
+            rows.append(
+                {
+                    "id": rid,
+                    "prompt": e["prompt_tokens"],
+                    "completion": e["completion_tokens"],
+                    "stream": e["stream"],
+                    "proxy_gpu_s": round(e["gpu_seconds"], 3),
+                    "engine_gpu_s": round(truth[rid], 3),
+                    "error": round(errors[-1], 3),
+                    "proxy_duration_s": round(e["duration_s"], 3),
+                    "proxy_ttft_s": round(e["ttft_s"] or 0, 3),
+                    "vllm_e2e_s": round(et["e2e"], 3),
+                    "vllm_prefill_s": round(et["prefill"], 3),
+                    "vllm_decode_s": round(et["decode"], 3),
+                }
+            )
     attributed = math.fsum(e["gpu_seconds"] for e in events)
     inference_sum = math.fsum(t["inference"] for t in engine_times.values())
     engine_union = union_length([(s, e) for _, s, _, e in timeline])
     total_inference = samples[-1].sums["inference"] - samples[0].sums["inference"]
     queue_sum = samples[-1].sums["queue"] - samples[0].sums["queue"]
+    e2e_sum = samples[-1].sums["e2e"] - samples[0].sums["e2e"]
+    proxy_durations = math.fsum(e["duration_s"] for e in events)
     return {
         "requests": len(events),
         "matched_per_request": len(engine_times),
@@ -231,11 +253,14 @@ def analyse(
         else None,
         "vllm_inference_time_sum_s": round(total_inference, 3),
         "vllm_queue_time_sum_s": round(queue_sum, 3),
+        "vllm_e2e_latency_sum_s": round(e2e_sum, 3),
+        "proxy_duration_sum_s": round(proxy_durations, 3),
         "matched_inference_sum_s": round(inference_sum, 3),
         "per_request_error_mean": round(statistics.fmean(errors), 4) if errors else None,
         "per_request_error_median": round(statistics.median(errors), 4) if errors else None,
         "per_request_error_max": round(max(errors), 4) if errors else None,
         "prefill_weight": prefill_weight,
+        "per_request": rows,
     }
 
 
@@ -327,14 +352,20 @@ def main() -> None:
     ap.add_argument("--sample-s", type=float, default=0.02)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--details", action="store_true", help="one line per matched request")
     args = ap.parse_args()
     out = run(args)
     if args.json:
         print(json.dumps(out, indent=2))
         return
+    rows = out.pop("per_request")
     width = max(map(len, out))
     for k, v in out.items():
         print(f"{k:<{width}}  {v}")
+    if args.details and rows:
+        print("  ".join(rows[0]))
+        for row in rows:
+            print("  ".join(str(v) for v in row.values()))
 
 
 if __name__ == "__main__":

@@ -236,6 +236,7 @@ def test_unknown_model_and_too_large_max_tokens_come_back_as_vllm_said(stack: An
     assert isinstance(err, dict) and set(err) == {"message", "type", "param", "code"}
     assert "no-such-model" in err["message"]
     assert err["type"] == "invalid_request_error"  # not vLLM's exception name
+    assert err["code"] == "model_not_found" and err["param"] == "model"
     # max_tokens beyond the window: vLLM's 400, with its explanation.
     r = httpx.post(
         f"{proxy.base_url}/chat/completions",
