@@ -84,8 +84,8 @@ def read_sample(client: httpx.Client, url: str) -> Sample:
     return Sample(t, running, waiting, sums, count)
 
 
-def load(proxy: ProxyHandle, n: int, concurrency: int, seed: int) -> list[dict[str, Any]]:
-    """n mixed requests, `concurrency` at a time; each tagged with its x-request-id."""
+def mixed_specs(n: int, seed: int) -> list[dict[str, Any]]:
+    """n mixed requests: chat and completions, streamed or not, short or long prompts."""
     rng = random.Random(seed)
     long_text = " ".join(f"item{i}" for i in range(300))
     specs = []
@@ -99,33 +99,81 @@ def load(proxy: ProxyHandle, n: int, concurrency: int, seed: int) -> list[dict[s
                 "max_tokens": rng.choice([4, 8, 16, 32]),
             }
         )
+    return specs
 
-    def one(spec: dict[str, Any]) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": "local",
-            "max_tokens": spec["max_tokens"],
-            "stream": spec["stream"],
-            "ignore_eos": True,
-        }
-        if spec["kind"] == "chat":
-            body["messages"] = [{"role": "user", "content": spec["prompt"]}]
-            path = "/chat/completions"
+
+def send(base_url: str, model: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """One request of `spec`; its status, the answer's x-request-id and when it ended."""
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": spec["max_tokens"],
+        "stream": spec["stream"],
+        "ignore_eos": True,
+    }
+    if spec["kind"] == "chat":
+        body["messages"] = [{"role": "user", "content": spec["prompt"]}]
+        path = "/chat/completions"
+    else:
+        body["prompt"] = spec["prompt"]
+        path = "/completions"
+    with httpx.Client(timeout=300) as c:
+        if spec["stream"]:
+            with c.stream("POST", base_url + path, json=body) as r:
+                for _ in r.iter_bytes():
+                    pass
         else:
-            body["prompt"] = spec["prompt"]
-            path = "/completions"
-        headers = {"x-request-id": spec["id"]}
-        with httpx.Client(timeout=300) as c:
-            if spec["stream"]:
-                with c.stream("POST", proxy.base_url + path, json=body, headers=headers) as r:
-                    for _ in r.iter_bytes():
-                        pass
-                    status = r.status_code
-            else:
-                status = c.post(proxy.base_url + path, json=body, headers=headers).status_code
-        return {**spec, "status": status, "client_end": time.time()}
+            r = c.post(base_url + path, json=body)
+    rid = r.headers.get("x-request-id")
+    return {**spec, "status": r.status_code, "rid": rid, "client_end": time.time()}
 
+
+def load(proxy: ProxyHandle, specs: list[dict[str, Any]], concurrency: int) -> list[dict]:
     with ThreadPoolExecutor(concurrency) as pool:
-        return list(pool.map(one, specs))
+        return list(pool.map(lambda spec: send(proxy.base_url, "local", spec), specs))
+
+
+def solo(url: str, model: str, specs: list[dict[str, Any]]) -> dict[str, float]:
+    """Each request alone on vLLM: its inference time (exact: one request per delta), the
+    work it needs when it has the engine to itself."""
+    out: dict[str, float] = {}
+    with httpx.Client(timeout=5) as c:
+        for spec in specs:
+            before = read_sample(c, url)
+            send(url + "/v1", model, spec)
+            deadline = time.monotonic() + 30
+            while True:
+                after = read_sample(c, url)
+                if after.count > before.count or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            out[spec["id"]] = after.sums["inference"] - before.sums["inference"]
+    return out
+
+
+def proxy_attribution(events: list[dict[str, Any]], weight: Any) -> dict[str, float]:
+    """The proxy's attribution replayed on its own timeline (request log: start, first
+    token, end) with another prefill weight; `weight(event)` gives each request's."""
+    now = [0.0]
+    marks: list[tuple[float, int, int]] = []
+    for i, e in enumerate(events):
+        start = e["started_at"]
+        marks += [(start, 0, i), (start + (e["ttft_s"] or 0.0), 1, i)]
+        marks.append((start + e["duration_s"], 2, i))
+    marks.sort()
+    now[0] = marks[0][0]
+    pool = PoolAccount(1, 1.0, clock=lambda: now[0])
+    shares: dict[int, GpuShare] = {}
+    out: dict[str, float] = {}
+    for t, what, i in marks:
+        now[0] = t
+        if what == 0:
+            pool.prefill_weight = weight(events[i])
+            shares[i] = pool.start()
+        elif what == 1:
+            shares[i].first_token()
+        else:
+            out[events[i]["request_id"]] = shares[i].end()
+    return out
 
 
 def engine_attribution(
@@ -264,6 +312,43 @@ def analyse(
     }
 
 
+def work_truth(
+    events: list[dict[str, Any]],
+    results: list[dict[str, Any]],
+    alone: dict[str, float],
+    busy: float,
+) -> dict[str, Any]:
+    """Per request against the work it needs: busy GPU-seconds split in proportion to each
+    request's inference time alone (the cost of its tokens, whoever it shared steps with);
+    and the proxy's attribution replayed with other prefill weights against the same."""
+    by_id = {}
+    for e in events:
+        by_id[e["request_id"]] = e
+        if e.get("upstream_request_id"):
+            by_id[e["upstream_request_id"]] = e
+    pairs = [(by_id[r["rid"]], alone[r["id"]]) for r in results if r["rid"] in by_id]
+    total_alone = math.fsum(a for _, a in pairs)
+    truth = {e["request_id"]: busy * a / total_alone for e, a in pairs}
+    evs = [e for e, _ in pairs]
+
+    def errors(got: dict[str, float]) -> dict[str, float]:
+        errs = [abs(got[r] - t) / t for r, t in truth.items() if t > 0]
+        return {
+            "mean": round(statistics.fmean(errs), 4),
+            "median": round(statistics.median(errs), 4),
+            "max": round(max(errs), 4),
+        }
+
+    out: dict[str, Any] = {
+        "work_truth_requests": len(pairs),
+        "solo_inference_sum_s": round(total_alone, 3),
+        "vs_work_proxy_as_run": errors({e["request_id"]: e["gpu_seconds"] for e in evs}),
+    }
+    for w in (1.0, 2.0, 4.0, 8.0):
+        out[f"vs_work_prefill_weight_{w:g}"] = errors(proxy_attribution(evs, lambda e, w=w: w))
+    return out
+
+
 def proxy_config(vllm_base_url: str, model: str, log: Path, prefill_weight: float) -> dict:
     return {
         "request_log": {"path": str(log)},
@@ -303,7 +388,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cfg = proxy_config(url + "/v1", model, log, args.prefill_weight)
         with run_proxy(tmp, cfg) as proxy:
             # Warm up (first requests compile kernels, fill caches) outside the measurement.
-            load(proxy, 2, 2, seed=0)
+            load(proxy, mixed_specs(2, seed=0), 2)
             n0 = len(read_log(log, 2))
             busy0 = proxy.metric("hybridgate_gpu_busy_seconds_total", pool="cpu")
             samples: list[Sample] = []
@@ -319,7 +404,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             with httpx.Client(timeout=5) as c:
                 samples.append(read_sample(c, url))
             th.start()
-            results = load(proxy, args.requests, args.concurrency, seed=args.seed)
+            specs = mixed_specs(args.requests, args.seed)
+            results = load(proxy, specs, args.concurrency)
             # Until vLLM says it is idle and two more samples are in.
             deadline = time.monotonic() + 30
             while (not samples or samples[-1].running > 0) and time.monotonic() < deadline:
@@ -335,6 +421,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if bad or len(events) != args.requests:
                 raise SystemExit(f"load failed: {bad[:3]}, {len(events)} events")
             out = analyse(samples, events, busy, args.prefill_weight)
+            if args.solo:
+                out |= work_truth(events, results, solo(url, model, specs), busy)
             out["concurrency"] = args.concurrency
             out["samples"] = len(samples)
             out["sample_interval_s"] = round(
@@ -353,6 +441,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--details", action="store_true", help="one line per matched request")
+    ap.add_argument(
+        "--solo", action="store_true", help="then each request alone: per-request work truth"
+    )
     args = ap.parse_args()
     out = run(args)
     if args.json:
