@@ -68,8 +68,7 @@ wait_for_engine() {
     if ! wait "${engine_pids[$i]}"; then
       tail -60 "${engine_logs[$i]}" >&2
       echo "the ${engine_names[$i]} engine could not be installed (scripts/${engine_names[$i]}_engine.py install)" >&2
-      engine_pids=()
-      exit 1
+      exit 1  # the EXIT trap stops the other install if it still runs
     fi
     grep -E "^\[(llama|vllm)-engine\] (installed|already|engine|binary|python|model|vllm|build took|done)" \
       "${engine_logs[$i]}" || tail -3 "${engine_logs[$i]}"

@@ -370,8 +370,7 @@ class SimServer:
             if self.vllm:
                 raise RequestError(
                     404,
-                    f"The model `{model}` does not exist. "
-                    f"Valid aliases: {', '.join(self.models)}.",
+                    f"The model `{model}` does not exist. Valid aliases: {', '.join(self.models)}.",
                     param="model",
                 )
             raise RequestError(
