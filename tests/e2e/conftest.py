@@ -9,9 +9,11 @@ every test that needs it, loudly: it never skips.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +27,8 @@ from tests.support.vllm import VllmServer, run_vllm_server, running_vllm_server
 INSTALL_TIMEOUT_S = 15 * 60
 _INSTALL_ERROR = pytest.StashKey[str | None]()
 _VLLM_INSTALL_ERROR = pytest.StashKey[str | None]()
+_VLLM_SERVER = pytest.StashKey[VllmServer | str]()  # the server, or why it did not start
+_VLLM_STACK = pytest.StashKey[contextlib.ExitStack]()
 
 
 def _install(config: pytest.Config, script: Path = ENGINE_SCRIPT) -> str | None:
@@ -69,6 +73,36 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         session.config.stash[_VLLM_INSTALL_ERROR] = _install(
             session.config, vllm_support.ENGINE_SCRIPT
         )
+        if not session.config.stash[_VLLM_INSTALL_ERROR]:
+            _start_session_vllm(session.config)
+
+
+def _start_session_vllm(config: pytest.Config) -> None:
+    """The session's one vLLM, started here rather than in a fixture: its ~47 s start (minutes
+    on a busy machine) must not count against the first test's timeout. HYBRIDGATE_VLLM_URL:
+    a server already started with `scripts/vllm_engine.py start` instead."""
+    url = os.environ.get("HYBRIDGATE_VLLM_URL")
+    if url:
+        config.stash[_VLLM_SERVER] = running_vllm_server(url)
+        return
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    stack = contextlib.ExitStack()
+    config.stash[_VLLM_STACK] = stack
+    t0 = time.monotonic()
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix="hybridgate-vllm-"))
+        config.stash[_VLLM_SERVER] = stack.enter_context(run_vllm_server(tmp))
+    except Exception as exc:  # every vllm test fails with this, loudly
+        config.stash[_VLLM_SERVER] = f"starting vLLM failed: {exc}"
+        return
+    if reporter is not None:
+        reporter.write_line(f"e2e: vLLM up for this session ({time.monotonic() - t0:.1f}s)")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    stack = session.config.stash.get(_VLLM_STACK, None)
+    if stack is not None:
+        stack.close()  # SIGTERM to its process group, SIGKILL if it lingers
 
 
 @pytest.fixture(scope="session")
@@ -105,16 +139,13 @@ def vllm_engine(pytestconfig: pytest.Config) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def vllm_server(
-    vllm_engine: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[VllmServer]:
-    """One vLLM per test session (~47 s to start, ~3.9 GB): tests measure deltas of its
-    counters and leave it idle; stopped (its whole process group) even when a test fails.
-    HYBRIDGATE_VLLM_URL: use that running one (`scripts/vllm_engine.py start`) instead."""
-    url = os.environ.get("HYBRIDGATE_VLLM_URL")
-    if url:
-        yield running_vllm_server(url)
-        return
-    tmp: Path = tmp_path_factory.mktemp("vllm")
-    with run_vllm_server(tmp) as server:
-        yield server
+def vllm_server(vllm_engine: dict[str, str], pytestconfig: pytest.Config) -> VllmServer:
+    """The session's one vLLM (~47 s to start, ~3.9 GB), started after collection: tests
+    measure deltas of its counters and leave it idle; stopped at the session's end (its whole
+    process group), whatever happened."""
+    if _VLLM_SERVER not in pytestconfig.stash:  # collection hook did not run: start now
+        _start_session_vllm(pytestconfig)
+    server = pytestconfig.stash[_VLLM_SERVER]
+    if isinstance(server, str):
+        pytest.fail(server, pytrace=False)
+    return server
