@@ -33,7 +33,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support.exposition import sample_sum
+from tests.support.exposition import busy_seconds, sampled_gauge
 from tests.support.proxy import ProxyHandle, parse_metrics, read_log, run_proxy
 from tests.support.sim import SimHandle, run_simulator
 from tests.support.vllm import VllmServer, run_vllm_server
@@ -314,21 +314,11 @@ def test_gpu_seconds_balance_and_match_vllm_busy_time(stack: Any) -> None:
     n_before = len(read_log(log, int(proxy.metric("hybridgate_requests_total"))))
     busy0 = proxy.metric("hybridgate_gpu_busy_seconds_total", pool="cpu")
     cost0 = proxy.metric("hybridgate_cost_usd_total", backend="vllm")
-    samples: list[float] = []
-    stop = threading.Event()
-
-    def sample() -> None:  # vLLM's own view: num_requests_running
-        with httpx.Client(timeout=2) as c:
-            while not stop.is_set():
-                text = c.get(f"{vllm.url}/metrics").text
-                samples.append(sample_sum(text, "vllm:num_requests_running"))
-                time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    t0 = time.monotonic()
-    client = client_of(proxy)
-    try:
+    # vLLM's own view: num_requests_running, every 0.2 s (its /metrics page is large: reading
+    # it much more often slows vLLM's API server on 2 cores).
+    with sampled_gauge(f"{vllm.url}/metrics", "vllm:num_requests_running", 0.2) as samples:
+        t0 = time.monotonic()
+        client = client_of(proxy)
         with ThreadPoolExecutor(4) as pool:
             list(
                 pool.map(
@@ -342,9 +332,6 @@ def test_gpu_seconds_balance_and_match_vllm_busy_time(stack: Any) -> None:
                 )
             )
         wall = time.monotonic() - t0
-    finally:
-        stop.set()
-        sampler.join()
     events = read_log(log, n_before + 4)[n_before:]
     assert len(events) == 4 and all(e["backend"] == "vllm" for e in events)
     busy = proxy.metric("hybridgate_gpu_busy_seconds_total", pool="cpu") - busy0
@@ -353,7 +340,7 @@ def test_gpu_seconds_balance_and_match_vllm_busy_time(stack: Any) -> None:
     assert math.isclose(attributed, busy, rel_tol=1e-6)
     cost = proxy.metric("hybridgate_cost_usd_total", backend="vllm") - cost0
     assert math.isclose(cost, busy * USD_PER_GPU_HOUR / 3600, rel_tol=1e-6)
-    engine_busy = sum(1 for s in samples if s > 0) * (wall / max(1, len(samples)))
+    engine_busy = busy_seconds(samples, wall)
     print(f"\nbusy: proxy {busy:.2f} s, vLLM (running > 0) ~{engine_busy:.2f} s of {wall:.2f} s")
     assert busy <= wall + 0.05
     assert abs(busy - engine_busy) <= 0.25 * wall + 0.5
