@@ -381,14 +381,23 @@ def test_anthropic_messages_straight_to_vllm(stack: Any) -> None:
 def test_vllm_killed_mid_load_requests_complete_on_the_api(
     vllm_engine: dict[str, str], tmp_path: Path
 ) -> None:
-    """Its own vLLM (the session's one stays up): readiness follows the real server, and a
-    SIGKILL mid-load moves every unanswered request to the API simulator."""
+    """Its own vLLM (the session's one stays up), with the proxy up before it: while vLLM
+    loads its model (it does not listen yet) readiness says so and requests go to the API;
+    once /health answers, readiness follows; a SIGKILL mid-load moves every unanswered
+    request to the API simulator and readiness says it is down."""
     log = tmp_path / "requests.jsonl"
     with (
-        run_vllm_server(tmp_path, max_num_seqs=4) as vllm,
+        run_vllm_server(tmp_path, max_num_seqs=4, wait_ready=False) as vllm,
         run_simulator(tmp_path, "api", args=["--ttft-ms", "0", "--itl-ms", "0"]) as api,
         run_proxy(tmp_path, proxy_config(vllm, api, log)) as proxy,
     ):
+        loading = client_of(proxy).chat.completions.with_raw_response.create(
+            model="chat", messages=msgs("Hi."), max_tokens=2
+        )
+        assert loading.headers["x-hybridgate-backend"] == "api"
+        assert proxy.ready().json()["backends"]["vllm"] != "up"
+        assert api_chats(api) == 1
+        vllm.wait_healthy()
         deadline = time.monotonic() + 30
         while proxy.ready().json()["backends"]["vllm"] != "up":
             assert time.monotonic() < deadline, proxy.ready().text
@@ -410,8 +419,8 @@ def test_vllm_killed_mid_load_requests_complete_on_the_api(
             served = [f.result(timeout=120) for f in futures]
         assert len(served) == 10
         assert served.count("api") >= 1
-        assert api_chats(api) == served.count("api")
-        assert proxy.metric("hybridgate_requests_total", alias="chat", outcome="success") == 10
+        assert api_chats(api) == 1 + served.count("api")
+        assert proxy.metric("hybridgate_requests_total", alias="chat", outcome="success") == 11
         assert proxy.metric("hybridgate_failovers_total", from_backend="vllm") >= 1
         deadline = time.monotonic() + 30
         while proxy.ready().json()["backends"]["vllm"] != "down":

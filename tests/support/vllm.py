@@ -19,7 +19,14 @@ from types import ModuleType
 import httpx
 
 from tests.support.exposition import sample_sum, samples_by_key
-from tests.support.servers import REPO_ROOT, ManagedProcess, free_port, load_script, managed
+from tests.support.servers import (
+    REPO_ROOT,
+    ManagedProcess,
+    free_port,
+    load_script,
+    managed,
+    wait_http,
+)
 
 ENGINE_SCRIPT = REPO_ROOT / "scripts" / "vllm_engine.py"
 START_TIMEOUT_S = 300.0  # ~47 s on 2 idle cores; several times that beside other work
@@ -71,6 +78,11 @@ class VllmServer:
             sample_sum(text, "vllm:generation_tokens_total"),
         )
 
+    def wait_healthy(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Until GET /health answers 200 (vLLM listens only once its model is loaded)."""
+        assert self.process is not None
+        wait_http(f"{self.url}/health", timeout=timeout, proc=self.process.proc)
+
     def kill(self) -> None:
         """SIGKILL the group (API server and engine core): a crash."""
         assert self.process is not None, "not ours to kill"
@@ -102,8 +114,10 @@ def run_vllm_server(
     max_num_seqs: int | None = None,
     max_model_len: int | None = None,
     timeout: float = START_TIMEOUT_S,
+    wait_ready: bool = True,
 ) -> Iterator[VllmServer]:
-    """Start vLLM on a free port, wait for /health → 200, stop its group whatever happens.
+    """Start vLLM on a free port, wait for /health → 200 (unless not `wait_ready`: then
+    `wait_healthy` later), stop its group whatever happens.
 
     Needs `python scripts/vllm_engine.py install` to have run (tests/e2e does it first)."""
     eng = engine()
@@ -113,9 +127,8 @@ def run_vllm_server(
     port = free_port()
     cmd = eng.server_command(info, port, max_num_seqs=seqs, max_model_len=window)
     log = tmp_path / f"vllm-{port}.log"
-    with managed(
-        cmd, log, ready_url=f"http://127.0.0.1:{port}/health", env=eng.SERVER_ENV, timeout=timeout
-    ) as mp:
+    ready_url = f"http://127.0.0.1:{port}/health" if wait_ready else None
+    with managed(cmd, log, ready_url=ready_url, env=eng.SERVER_ENV, timeout=timeout) as mp:
         yield VllmServer(
             process=mp, port=port, max_num_seqs=seqs, max_model_len=window, model=eng.MODEL_NAME
         )
