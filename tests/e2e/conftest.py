@@ -73,7 +73,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         session.config.stash[_VLLM_INSTALL_ERROR] = _install(
             session.config, vllm_support.ENGINE_SCRIPT
         )
-        if not session.config.stash[_VLLM_INSTALL_ERROR]:
+        wanted = any("vllm_server" in getattr(item, "fixturenames", ()) for item in e2e)
+        if wanted and not session.config.stash[_VLLM_INSTALL_ERROR]:
             _start_session_vllm(session.config)
 
 
