@@ -20,6 +20,7 @@ import urllib.request
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 
 def elapsed(t0: float) -> str:
@@ -156,3 +157,57 @@ def run_logged(
                 say(f"  ... still working ({elapsed(t0)})")
                 last_shown = time.monotonic()
     return proc.wait(), list(last)
+
+
+class EngineError(RuntimeError):
+    """Install or start failed; the message says what, which step, and where the log is."""
+
+
+def launch(
+    cmd: Sequence[str], run_dir: Path, port: int, name: str, timeout: float, env: dict | None
+) -> dict[str, Any]:
+    """Start a server in its own process group, its output in run_dir/server-PORT.log, and
+    wait for GET /health → 200; its state (also written to run_dir/server-PORT.json)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = run_dir / f"server-{port}.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            list(cmd),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    t0 = time.monotonic()
+    while not health_ok(url):
+        if proc.poll() is not None:
+            raise EngineError(
+                f"step 'start': {name} exited with {proc.returncode}; log {log}:\n{tail(log, 40)}"
+            )
+        if time.monotonic() - t0 > timeout:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise EngineError(f"step 'start': {name} not healthy after {timeout}s; log {log}")
+        time.sleep(0.1)
+    state = {
+        "pid": proc.pid,
+        "port": port,
+        "url": url,
+        "base_url": f"{url}/v1",
+        "log": str(log),
+        "started_in_s": round(time.monotonic() - t0, 1),
+        "command": list(cmd),
+    }
+    (run_dir / f"server-{port}.json").write_text(json.dumps(state, indent=2))
+    return state
+
+
+def report_running(servers: list[dict], say: Callable[[str], None]) -> int:
+    """`status`'s server lines; exit code 0 if a server is up, 3 if none."""
+    for st in servers:
+        health = "healthy" if health_ok(st["url"]) else "NOT healthy"
+        say(f"running: pid {st['pid']} {st['base_url']} {health}")
+    if not servers:
+        say("no server running")
+    return 0 if servers else 3

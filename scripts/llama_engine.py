@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -129,8 +128,7 @@ CHAT_TEMPLATE = r"""{#- Gemma 3 chat turns for hybridgate's tests (scripts/llama
 """
 
 
-class EngineError(RuntimeError):
-    """Install or start failed; the message says what and where the log is."""
+EngineError = common.EngineError
 
 
 @dataclass(frozen=True)
@@ -376,39 +374,9 @@ def start(port: int | None, slots: int, ctx: int, threads: int, timeout: float =
     p = paths()
     info = installed_info(p)
     port = port or free_port()
-    p.run_dir.mkdir(parents=True, exist_ok=True)
-    log = p.run_dir / f"server-{port}.log"
     cmd = server_command(info, port, slots, ctx, threads)
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while not health_ok(url):
-        if proc.poll() is not None:
-            raise EngineError(
-                f"llama-server exited with {proc.returncode}; log {log}:\n{common.tail(log, 30)}"
-            )
-        if time.monotonic() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise EngineError(f"llama-server not healthy after {timeout}s; log {log}")
-        time.sleep(0.1)
-    state = {
-        "pid": proc.pid,
-        "port": port,
-        "url": url,
-        "base_url": f"{url}/v1",
-        "log": str(log),
-        "model": MODEL_ALIAS,
-        "command": cmd,
-    }
-    (p.run_dir / f"server-{port}.json").write_text(json.dumps(state, indent=2))
-    return state
+    state = common.launch(cmd, p.run_dir, port, "llama-server", timeout, None)
+    return {**state, "model": MODEL_ALIAS}
 
 
 SERVER_MARKER = b"llama-server"  # in its command line: our server
@@ -485,13 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 say(f"installed: {info['binary']} ({info.get('server_version', '?')})")
             except EngineError as exc:
                 say(f"not installed: {exc}")
-            servers = running()
-            for st in servers:
-                health = "healthy" if health_ok(st["url"]) else "NOT healthy"
-                say(f"running: pid {st['pid']} {st['base_url']} {health}")
-            if not servers:
-                say("no server running")
-            return 0 if servers else 3
+            return common.report_running(running(), say)
         elif args.cmd == "path":
             table = _path_table()
             if args.key:

@@ -27,7 +27,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -97,8 +96,7 @@ print(json.dumps({"params": sum(p.numel() for p in model.parameters()),
 """
 
 
-class EngineError(RuntimeError):
-    """Install or start failed; the message names the step and the log."""
+EngineError = common.EngineError
 
 
 def recipe_key() -> str:
@@ -337,42 +335,9 @@ def start(
     p = paths()
     info = installed_info(p)
     port = port or free_port()
-    p.run_dir.mkdir(parents=True, exist_ok=True)
-    log = p.run_dir / f"server-{port}.log"
     cmd = server_command(info, port, max_num_seqs, max_model_len)
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=server_env(),
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    t0 = time.monotonic()
-    while not health_ok(url):
-        if proc.poll() is not None:
-            raise EngineError(
-                f"step 'start': vLLM exited with {proc.returncode}; log {log}:\n"
-                + common.tail(log, 40)
-            )
-        if time.monotonic() - t0 > timeout:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise EngineError(f"step 'start': vLLM not healthy after {timeout}s; log {log}")
-        time.sleep(0.5)
-    state: dict[str, object] = {
-        "pid": proc.pid,
-        "port": port,
-        "url": url,
-        "base_url": f"{url}/v1",
-        "log": str(log),
-        "model": MODEL_NAME,
-        "started_in_s": round(time.monotonic() - t0, 1),
-        "command": cmd,
-    }
-    (p.run_dir / f"server-{port}.json").write_text(json.dumps(state, indent=2))
-    return state
+    state = common.launch(cmd, p.run_dir, port, "vLLM", timeout, server_env())
+    return {**state, "model": MODEL_NAME}
 
 
 SERVER_MARKER = b"vllm.entrypoints.openai.api_server"  # in its command line: our server
@@ -441,13 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 say(f"installed: vllm {info.get('vllm_version', '?')} in {paths().root}")
             except EngineError as exc:
                 say(f"not installed: {exc}")
-            servers = running()
-            for st in servers:
-                health = "healthy" if health_ok(st["url"]) else "NOT healthy"
-                say(f"running: pid {st['pid']} {st['base_url']} {health}")
-            if not servers:
-                say("no server running")
-            return 0 if servers else 3
+            return common.report_running(running(), say)
         elif args.cmd == "path":
             table = _path_table()
             print(table[args.key] if args.key else json.dumps(table, indent=2))
