@@ -211,3 +211,9 @@ def report_running(servers: list[dict], say: Callable[[str], None]) -> int:
     if not servers:
         say("no server running")
     return 0 if servers else 3
+
+
+def cache_dir(engine: str) -> Path:
+    """${HYBRIDGATE_CACHE:-~/.cache/hybridgate}/ENGINE: outside every checkout."""
+    base = os.environ.get("HYBRIDGATE_CACHE") or str(Path.home() / ".cache" / "hybridgate")
+    return Path(base).expanduser() / engine

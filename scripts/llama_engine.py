@@ -176,8 +176,7 @@ class Paths:
 
 
 def paths() -> Paths:
-    base = os.environ.get("HYBRIDGATE_CACHE") or str(Path.home() / ".cache" / "hybridgate")
-    return Paths(Path(base).expanduser() / "llama")
+    return Paths(common.cache_dir("llama"))
 
 
 def say(msg: str) -> None:

@@ -148,8 +148,7 @@ class Paths:
 
 
 def paths() -> Paths:
-    base = os.environ.get("HYBRIDGATE_CACHE") or str(Path.home() / ".cache" / "hybridgate")
-    return Paths(Path(base).expanduser() / "vllm")
+    return Paths(common.cache_dir("vllm"))
 
 
 def say(msg: str) -> None:
