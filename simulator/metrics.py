@@ -17,6 +17,12 @@ E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 4
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
                 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
 # fmt: on
+PHASES = {
+    "queue": "Histogram of time spent in WAITING phase for request.",
+    "inference": "Histogram of time spent in RUNNING phase for request.",
+    "prefill": "Histogram of time spent in PREFILL phase for request.",
+    "decode": "Histogram of time spent in DECODE phase for request.",
+}
 
 
 class Histogram:
@@ -53,6 +59,9 @@ class VllmMetrics:
             self.labels = f'engine="0",{self.labels}'
         self.e2e = Histogram(E2E_BUCKETS)
         self.ttft = Histogram(TTFT_BUCKETS)
+        # vLLM's per-request phase histograms (queue, prefill, decode, inference = both),
+        # with the e2e buckets as vLLM uses for them.
+        self.phases = {name: Histogram(E2E_BUCKETS) for name in PHASES}
         self.success: dict[str, int] = {}
 
     def on_finish(self, seq: Sequence) -> None:
@@ -62,9 +71,18 @@ class VllmMetrics:
             reason = "length" if seq.max_tokens else "stop"
             if seq.finished is not None:
                 self.e2e.observe(seq.finished - seq.arrived)
+                self._phases(seq, seq.finished)
         self.success[reason] = self.success.get(reason, 0) + 1
         if seq.first_token is not None:
             self.ttft.observe(seq.first_token - seq.arrived)
+
+    def _phases(self, seq: Sequence, finished: float) -> None:
+        started = seq.started if seq.started is not None else seq.arrived
+        first = seq.first_token if seq.first_token is not None else finished
+        self.phases["queue"].observe(started - seq.arrived)
+        self.phases["prefill"].observe(first - started)
+        self.phases["decode"].observe(finished - first)
+        self.phases["inference"].observe(finished - started)
 
     def render(self, engine: EngineLike, prompt_tokens: int, generation_tokens: int) -> str:
         lb = self.labels
@@ -101,4 +119,11 @@ class VllmMetrics:
             "# TYPE vllm:time_to_first_token_seconds histogram",
             *self.ttft.render("vllm:time_to_first_token_seconds", lb),
         ]
+        for phase, help_text in PHASES.items():
+            name = f"vllm:request_{phase}_time_seconds"
+            out += [
+                f"# HELP {name} {help_text}",
+                f"# TYPE {name} histogram",
+                *self.phases[phase].render(name, lb),
+            ]
         return "\n".join(out) + "\n"

@@ -86,25 +86,40 @@ def _stream_options(body: dict[str, Any], stream: bool, mode: str) -> tuple[bool
     return bool(opts.get("include_usage")), bool(opts.get("continuous_usage_stats"))
 
 
-def _check_context(prompt: int, max_tokens: int, explicit: bool, cfg: SimConfig) -> None:
+def _check_context(prompt: int, max_tokens: int, explicit: bool, cfg: SimConfig) -> int:
+    """The completion length the engine will run, or the engine's 400 for this request.
+
+    vLLM (0.32, checked by tests/e2e/test_vllm_contract.py): max_tokens over the window is
+    refused first; then a prompt over the window (vLLM stops tokenizing at window + 1, so it
+    quotes that); a prompt that fills the window exactly leaves 0 tokens to generate; a prompt
+    that fits with a max_tokens that does not is run with max_tokens cut to what is left.
+    """
     limit = cfg.max_model_len
     if cfg.mode == "vllm":
-        if explicit and prompt + max_tokens > limit:
+        if explicit and max_tokens > limit:
             raise RequestError(
                 400,
-                f"This model's maximum context length is {limit} tokens. However, you "
-                f"requested {prompt + max_tokens} tokens ({prompt} in the messages, "
-                f"{max_tokens} in the completion). Please reduce the length of the messages "
-                "or completion.",
+                f"max_tokens={max_tokens} cannot be greater than max_model_len={limit}. Please "
+                f"request fewer output tokens. (parameter=max_tokens, value={max_tokens})",
+                param="max_tokens",
             )
-        if not explicit and prompt >= limit:
+        if prompt > limit:
             raise RequestError(
                 400,
-                f"This model's maximum context length is {limit} tokens. However, you "
-                f"requested {prompt} tokens in the messages, Please reduce the length of "
-                "the messages.",
+                f"This model's maximum context length is {limit} tokens. However, your prompt "
+                f"contains at least {limit + 1} input tokens, which exceeds this limit even "
+                "without any output tokens. Please reduce the length of the input prompt. "
+                f"(parameter=input_tokens, value={limit + 1})",
+                param="input_tokens",
             )
-    elif prompt + (max_tokens if explicit else 0) > limit:
+        if prompt == limit:
+            raise RequestError(
+                400,
+                "max_tokens must be at least 1, got 0. (parameter=max_tokens, value=0)",
+                param="max_tokens",
+            )
+        return min(max_tokens, limit - prompt)
+    if prompt + (max_tokens if explicit else 0) > limit:
         raise RequestError(
             400,
             f"This model's maximum context length is {limit} tokens. However, your messages "
@@ -113,6 +128,7 @@ def _check_context(prompt: int, max_tokens: int, explicit: bool, cfg: SimConfig)
             param="messages",
             code="context_length_exceeded",
         )
+    return max_tokens
 
 
 def _completion_length(body: dict[str, Any], prompt: int, cfg: SimConfig) -> tuple[int, bool]:
@@ -162,7 +178,7 @@ def parse_chat(body: Any, cfg: SimConfig) -> Job:
     include_usage, continuous = _stream_options(body, stream, cfg.mode)
     prompt = count_chat(messages, body.get("tools"))
     max_tokens, explicit = _completion_length(body, prompt, cfg)
-    _check_context(prompt, max_tokens, explicit, cfg)
+    max_tokens = _check_context(prompt, max_tokens, explicit, cfg)
     return Job(
         kind="chat",
         model=str(model),
@@ -194,8 +210,7 @@ def parse_completion(body: Any, cfg: SimConfig) -> Job:
     stream = bool(body.get("stream"))
     include_usage, continuous = _stream_options(body, stream, cfg.mode)
     max_tokens, explicit = _completion_length(body, max(counts), cfg)
-    for c in counts:
-        _check_context(c, max_tokens, explicit, cfg)
+    max_tokens = min(_check_context(c, max_tokens, explicit, cfg) for c in counts)
     return Job(
         kind="completion",
         model=str(model),

@@ -103,7 +103,7 @@ class Dialect:
                 "message": self.chat_message(r, generated),
                 "logprobs": None,
                 "finish_reason": r.finish_reason,
-                **self._choice_extra(),
+                **self._choice_extra(r),
             }
             for i in range(r.n)
         ]
@@ -114,7 +114,7 @@ class Dialect:
             "model": r.model,
             "choices": choices,
             "usage": self.usage(r, generated * r.n),
-            **self._body_extra(),
+            **self._body_extra(r),
         }
 
     def completion(self, r: Reply, generated: int) -> dict[str, Any]:
@@ -125,7 +125,7 @@ class Dialect:
                 "text": text,
                 "logprobs": None,
                 "finish_reason": r.finish_reason,
-                **self._choice_extra(),
+                **self._choice_extra(r),
             }
             for i in range(r.n)
         ]
@@ -136,7 +136,7 @@ class Dialect:
             "model": r.model,
             "choices": choices,
             "usage": self.usage(r, generated * r.n),
-            **self._body_extra(),
+            **self._body_extra(r),
         }
 
     def embeddings(self, r: Reply, inputs: list[str], dim: int, b64: bool) -> dict[str, Any]:
@@ -146,10 +146,10 @@ class Dialect:
         ]
         return {"object": "list", "data": data, "model": r.model, "usage": self.usage(r, 0)}
 
-    def _choice_extra(self) -> dict[str, Any]:
+    def _choice_extra(self, r: Reply) -> dict[str, Any]:
         return {}
 
-    def _body_extra(self) -> dict[str, Any]:
+    def _body_extra(self, r: Reply) -> dict[str, Any]:
         return {}
 
     # -- streaming ----------------------------------------------------------------------
@@ -214,9 +214,11 @@ VLLM_ERROR_TYPES = {
 
 
 class VllmDialect(Dialect):
-    """vLLM's OpenAI-compatible server (v0.8-0.11 era)."""
+    """vLLM's OpenAI-compatible server, as 0.32.0 answers (tests/e2e/test_vllm_contract.py
+    sends the same requests to the real one and compares every key)."""
 
     name = "vllm"
+    fingerprint = "vllm-0.32.0-sim"
 
     def __init__(self, flat_errors: bool = False, token_details: bool = False) -> None:
         self.flat_errors = flat_errors
@@ -234,40 +236,67 @@ class VllmDialect(Dialect):
     def tool_call_id(self) -> str:
         return f"chatcmpl-tool-{random_hex()}"
 
+    def _details(self, r: Reply) -> dict[str, int] | None:
+        return {"cached_tokens": r.cached_tokens} if self.show_token_details else None
+
     def usage(self, r: Reply, completion_tokens: int) -> dict[str, Any]:
-        details = {"cached_tokens": r.cached_tokens} if self.show_token_details else None
+        """A whole answer's usage: both details keys, null unless there are details."""
         return {
             "prompt_tokens": r.prompt_tokens,
             "total_tokens": r.prompt_tokens + completion_tokens,
             "completion_tokens": completion_tokens,
-            "prompt_tokens_details": details,
+            "prompt_tokens_details": self._details(r),
+            "completion_tokens_details": None,
         }
+
+    def stream_usage(self, r: Reply, completion_tokens: int) -> dict[str, Any]:
+        """The usage-only chunk's usage: the three counts (details only when there are)."""
+        out: dict[str, Any] = {
+            "prompt_tokens": r.prompt_tokens,
+            "total_tokens": r.prompt_tokens + completion_tokens,
+            "completion_tokens": completion_tokens,
+        }
+        details = self._details(r)
+        if details is not None:
+            out["prompt_tokens_details"] = details
+        return out
 
     def chat_message(self, r: Reply, generated: int) -> dict[str, Any]:
-        if r.tool_call is not None:
-            call = {
-                "id": r.tool_call.id,
-                "type": "function",
-                "function": {"name": r.tool_call.name, "arguments": r.tool_call.arguments},
-            }
-            return {
-                "role": "assistant",
-                "reasoning_content": None,
-                "content": None,
-                "tool_calls": [call],
-            }
-        return {
+        message: dict[str, Any] = {
             "role": "assistant",
-            "reasoning_content": None,
-            "content": r.text(generated),
-            "tool_calls": [],
+            "content": None if r.tool_call is not None else r.text(generated),
+            "refusal": None,
+            "annotations": None,
+            "audio": None,
+            "function_call": None,
+        }
+        if r.tool_call is not None:  # vLLM leaves the key out when there is no call
+            message["tool_calls"] = [
+                {
+                    "id": r.tool_call.id,
+                    "type": "function",
+                    "function": {"name": r.tool_call.name, "arguments": r.tool_call.arguments},
+                }
+            ]
+        message["reasoning"] = None
+        return message
+
+    def _choice_extra(self, r: Reply) -> dict[str, Any]:
+        if r.kind == "chat":
+            return {"stop_reason": None, "token_ids": None, "routed_experts": None}
+        return {
+            "stop_reason": None,
+            "token_ids": None,
+            "prompt_logprobs": None,
+            "prompt_token_ids": None,
+            "routed_experts": None,
         }
 
-    def _choice_extra(self) -> dict[str, Any]:
-        return {"stop_reason": None}
-
-    def _body_extra(self) -> dict[str, Any]:
-        return {"prompt_logprobs": None}
+    def _body_extra(self, r: Reply) -> dict[str, Any]:
+        out: dict[str, Any] = {"service_tier": None, "system_fingerprint": self.fingerprint}
+        if r.kind == "chat":
+            out |= {"prompt_logprobs": None, "prompt_token_ids": None, "prompt_text": None}
+        return out | {"kv_transfer_params": None, "ec_transfer_params": None, "metrics": None}
 
     def embeddings(self, r: Reply, inputs: list[str], dim: int, b64: bool) -> dict[str, Any]:
         body = super().embeddings(r, inputs, dim, b64)
@@ -287,29 +316,29 @@ class VllmDialect(Dialect):
         return out
 
     def _running_usage(self, r: Reply, completion_tokens: int) -> dict[str, Any] | None:
-        # vLLM honours continuous_usage_stats only together with include_usage.
-        if r.include_usage and r.continuous_usage:
-            return self.usage(r, completion_tokens)
-        return None
+        # vLLM honours continuous_usage_stats only together with include_usage; a chat
+        # chunk's running usage has completion_tokens_details (null), a completion's not.
+        if not (r.include_usage and r.continuous_usage):
+            return None
+        usage = self.stream_usage(r, completion_tokens)
+        if r.kind == "chat":
+            usage["completion_tokens_details"] = None
+        return usage
 
     def stream_head(self, r: Reply) -> list[dict[str, Any]]:
         if r.kind != "chat":
             return []
-        return [
-            self.chunk(
-                r,
-                [
-                    {
-                        "index": i,
-                        "delta": {"role": "assistant", "content": ""},
-                        "logprobs": None,
-                        "finish_reason": None,
-                    }
-                ],
-                self._running_usage(r, 0),
-            )
-            for i in range(r.n)
-        ]
+        out = []
+        for i in range(r.n):
+            choice = {
+                "index": i,
+                "delta": {"role": "assistant", "content": ""},
+                "logprobs": None,
+                "finish_reason": None,
+            }
+            chunk = self.chunk(r, [choice], self._running_usage(r, 0))
+            out.append(chunk | {"prompt_token_ids": None, "prompt_text": None})
+        return out
 
     def stream_token(self, r: Reply, i: int) -> list[dict[str, Any]]:
         last = i + 1 >= r.max_tokens
@@ -317,6 +346,7 @@ class VllmDialect(Dialect):
         usage = self._running_usage(r, (i + 1) * r.n)
         out = []
         for c in range(r.n):
+            choice: dict[str, Any]
             if r.kind == "chat":
                 choice = {
                     "index": c,
@@ -324,17 +354,29 @@ class VllmDialect(Dialect):
                     "logprobs": None,
                     "finish_reason": finish,
                 }
+                if last:
+                    choice["stop_reason"] = None
+                choice["token_ids"] = None
             else:
                 choice = {
                     "index": c,
                     "text": filler_token(i),
                     "logprobs": None,
                     "finish_reason": finish,
+                    "stop_reason": None,
+                    "prompt_token_ids": None,
+                    "token_ids": None,
                 }
-            if last:
-                choice["stop_reason"] = None
             out.append(self.chunk(r, [choice], usage))
+        if last and not r.include_usage:  # the stream's last chunk carries the fingerprint
+            out[-1]["system_fingerprint"] = self.fingerprint
         return out
+
+    def stream_tail(self, r: Reply, generated: int) -> list[dict[str, Any]]:
+        if not r.include_usage:
+            return []
+        chunk = self.chunk(r, [], self.stream_usage(r, generated * r.n))
+        return [chunk | {"system_fingerprint": self.fingerprint}]
 
     def error(
         self,
@@ -459,7 +501,7 @@ class OpenAIDialect(Dialect):
             msg["content"] = r.text(generated)
         return msg
 
-    def _body_extra(self) -> dict[str, Any]:
+    def _body_extra(self, r: Reply) -> dict[str, Any]:
         return {"service_tier": "default", "system_fingerprint": "fp_sim0000001"}
 
     def chunk(self, r: Reply, choices: list[dict[str, Any]], usage: Any = None) -> dict[str, Any]:

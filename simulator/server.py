@@ -381,7 +381,11 @@ class SimServer:
             if self.anthropic:
                 raise RequestError(404, f"model: {model}")
             if self.vllm:
-                raise RequestError(404, f"The model `{model}` does not exist.")
+                raise RequestError(
+                    404,
+                    f"The model `{model}` does not exist. Valid aliases: {', '.join(self.models)}.",
+                    param="model",
+                )
             raise RequestError(
                 404,
                 f"The model `{model}` does not exist or you do not have access to it.",

@@ -10,6 +10,7 @@ import orjson
 from proxy.request.failover import is_context_length_error
 
 CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+MODEL_NOT_FOUND = "model_not_found"
 
 # OpenAI's `type` per status, as its API and SDK use them.
 _TYPE_BY_STATUS = {
@@ -93,7 +94,8 @@ def normalize_upstream_error(
     sent, so `redact` masks every configured secret, in the raw body (before a non-JSON
     text is cut short) and in the result (after JSON escapes are undone). A context-length
     400 says so the way OpenAI does (`code: context_length_exceeded`, `param` the prompt's
-    field), whatever the engine called it: SDKs and agents test that code.
+    field), whatever the engine called it, and so does a 404 about the `model` param
+    (`code: model_not_found`): SDKs and agents test those codes.
     """
     if redact is not None:
         body = redact(body)
@@ -128,6 +130,8 @@ def normalize_upstream_error(
         type_ = error_type_for(status)
     if (code_out is None or isinstance(code_out, int)) and is_context_length_error(status, body):
         code_out, type_, param = CONTEXT_LENGTH_EXCEEDED, "invalid_request_error", context_param
+    elif status == 404 and code_out is None and param == "model":
+        code_out = MODEL_NOT_FOUND  # vLLM's NotFoundError for a model it does not serve
     out = orjson.dumps(
         {"error": {"message": message, "type": type_, "param": param, "code": code_out}}
     )

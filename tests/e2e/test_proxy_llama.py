@@ -27,7 +27,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support.exposition import sample_sum
+from tests.support.exposition import busy_seconds, sampled_gauge
 from tests.support.llama import LlamaServer, run_llama_server
 from tests.support.proxy import ProxyHandle, parse_metrics, read_log, run_proxy
 from tests.support.sim import SimHandle, run_simulator
@@ -198,36 +198,24 @@ def test_gpu_seconds_balance_and_match_the_engine_busy_time(stack: Any) -> None:
     n_before = len(read_log(log, int(proxy.metric("hybridgate_requests_total"))))
     busy0 = proxy.metric("hybridgate_gpu_busy_seconds_total", pool="cpu")
     cost0 = proxy.metric("hybridgate_cost_usd_total", backend="llama")
-    samples: list[float] = []
-    stop = threading.Event()
-
-    def sample() -> None:  # the engine's own view: requests_processing, every 50 ms
-        with httpx.Client(timeout=2) as c:
-            while not stop.is_set():
-                text = c.get(f"{llama.url}/metrics").text
-                samples.append(sample_sum(text, "llamacpp:requests_processing"))
-                time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    t0 = time.monotonic()
-    client = openai.OpenAI(base_url=proxy.base_url, api_key="x", max_retries=0)
-    with ThreadPoolExecutor(6) as pool:
-        list(
-            pool.map(
-                lambda i: client.chat.completions.create(
-                    model="local-only",
-                    messages=msgs(f"Count to {i + 3}."),
-                    max_tokens=6 + i,
-                    extra_body=EXACT,
-                ),
-                range(6),
+    # The engine's own view: requests_processing, every 50 ms.
+    with sampled_gauge(f"{llama.url}/metrics", "llamacpp:requests_processing") as samples:
+        t0 = time.monotonic()
+        client = openai.OpenAI(base_url=proxy.base_url, api_key="x", max_retries=0)
+        with ThreadPoolExecutor(6) as pool:
+            list(
+                pool.map(
+                    lambda i: client.chat.completions.create(
+                        model="local-only",
+                        messages=msgs(f"Count to {i + 3}."),
+                        max_tokens=6 + i,
+                        extra_body=EXACT,
+                    ),
+                    range(6),
+                )
             )
-        )
-    wall = time.monotonic() - t0
-    time.sleep(0.3)
-    stop.set()
-    sampler.join()
+        wall = time.monotonic() - t0
+        time.sleep(0.3)
     events = read_log(log, n_before + 6)[n_before:]
     assert len(events) == 6 and all(e["backend"] == "llama" for e in events)
     busy = proxy.metric("hybridgate_gpu_busy_seconds_total", pool="cpu") - busy0
@@ -236,7 +224,7 @@ def test_gpu_seconds_balance_and_match_the_engine_busy_time(stack: Any) -> None:
     assert math.isclose(attributed, busy, rel_tol=1e-6)
     cost = proxy.metric("hybridgate_cost_usd_total", backend="llama") - cost0
     assert math.isclose(cost, busy * USD_PER_GPU_HOUR / 3600, rel_tol=1e-6)
-    engine_busy = sum(1 for s in samples if s > 0) * (wall / max(1, len(samples)))
+    engine_busy = busy_seconds(samples, wall)
     print(
         f"\nbusy: proxy {busy:.2f} s, engine (requests_processing > 0) ~{engine_busy:.2f} s "
         f"of {wall:.2f} s wall"

@@ -378,7 +378,9 @@ def test_upstream_4xx_passes_back_with_status_and_message(
     vllm = stack[1]
     r = _post(proxy, json.dumps({"model": "chat", "max_tokens": 10_000_000, "messages": MSGS}))
     err = _assert_openai_error(r, 400)
-    assert "maximum context length" in err["message"]
+    # vLLM 0.32's own words (the simulator follows it: tests/e2e/test_vllm_contract.py).
+    assert "cannot be greater than max_model_len" in err["message"]
+    assert err["param"] == "max_tokens"
     vllm.set_faults(status=422, count=1)
     try:
         r = _post(proxy, json.dumps({"model": "chat", "messages": MSGS}))

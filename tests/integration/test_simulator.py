@@ -233,27 +233,36 @@ def test_models_list_has_max_model_len(sim: SimHandle):
 
 
 def test_context_length_error_is_vllms_400(sim: SimHandle):
-    long = [{"role": "user", "content": "x" * 16000}]  # 4000 tokens
+    long = [{"role": "user", "content": "x" * 16400}]  # 4100 tokens > 4096
     with pytest.raises(openai.BadRequestError) as err:
         client(sim).chat.completions.create(model="sim-model", messages=long, max_tokens=200)
     assert err.value.status_code == 400
     body = err.value.response.json()
     assert body == {
         "error": {
-            "message": "This model's maximum context length is 4096 tokens. However, you "
-            "requested 4200 tokens (4000 in the messages, 200 in the completion). Please "
-            "reduce the length of the messages or completion.",
+            "message": "This model's maximum context length is 4096 tokens. However, your "
+            "prompt contains at least 4097 input tokens, which exceeds this limit even without "
+            "any output tokens. Please reduce the length of the input prompt. "
+            "(parameter=input_tokens, value=4097)",
             "type": "BadRequestError",
-            "param": None,
+            "param": "input_tokens",
             "code": 400,
         }
     }
+    # A prompt that fits with a max_tokens that does not: run, cut to the window (vLLM 0.32).
+    fits = [{"role": "user", "content": "x" * 16000}]
+    r = client(sim).chat.completions.create(model="sim-model", messages=fits, max_tokens=200)
+    assert r.usage.prompt_tokens + r.usage.completion_tokens == 4096
+    assert r.choices[0].finish_reason == "length"
 
 
 def test_unknown_model_and_malformed_json(sim: SimHandle):
     r = HTTP.post(f"{sim.base_url}/chat/completions", json={"model": "nope", "messages": USER})
     assert r.status_code == 404
-    assert r.json()["error"]["message"] == "The model `nope` does not exist."
+    assert r.json()["error"]["message"] == (
+        "The model `nope` does not exist. Valid aliases: sim-model, alt."
+    )
+    assert r.json()["error"]["param"] == "model"
     assert r.json()["error"]["code"] == 404
     bad = HTTP.post(f"{sim.base_url}/chat/completions", content=b"{not json")
     assert bad.status_code == 400 and bad.json()["error"]["type"] == "BadRequestError"
@@ -266,7 +275,7 @@ def test_flat_errors_flag(simulator):
     sim = simulator("vllm", ["--flat-errors", "--max-model-len", "100"])
     r = HTTP.post(
         f"{sim.base_url}/chat/completions",
-        json={"model": "sim-model", "messages": [{"role": "user", "content": "y" * 400}]},
+        json={"model": "sim-model", "messages": [{"role": "user", "content": "y" * 440}]},
     )
     assert r.status_code == 400
     body = r.json()
@@ -274,7 +283,7 @@ def test_flat_errors_flag(simulator):
     assert body["type"] == "BadRequestError" and "maximum context length is 100" in body["message"]
     with pytest.raises(openai.BadRequestError, match="maximum context length"):
         client(sim).chat.completions.create(
-            model="sim-model", messages=[{"role": "user", "content": "y" * 400}]
+            model="sim-model", messages=[{"role": "user", "content": "y" * 440}]
         )
 
 

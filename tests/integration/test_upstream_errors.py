@@ -121,6 +121,18 @@ VLLM_BODIES = {
             "code": 400,
         }
     },
+    # vLLM 0.32.0's, verbatim: a prompt alone over the window (tests/e2e meets it for real).
+    "v0.32": {
+        "error": {
+            "message": "This model's maximum context length is 2048 tokens. However, your "
+            "prompt contains at least 2049 input tokens, which exceeds this limit even without "
+            "any output tokens. Please reduce the length of the input prompt. "
+            "(parameter=input_tokens, value=2049)",
+            "type": "BadRequestError",
+            "param": "input_tokens",
+            "code": 400,
+        }
+    },
     # Older vLLM's flat shape.
     "flat": {
         "object": "error",
@@ -154,7 +166,43 @@ def test_vllm_context_length_400_says_context_length_exceeded(tmp_path: Path, sh
             assert info.value.code == "context_length_exceeded"
             assert info.value.type == "invalid_request_error"
             assert info.value.param == "messages"
-            assert info.value.body["message"] == VLLM_CONTEXT_MESSAGE  # type: ignore[index]
+            message = VLLM_BODIES[shape].get("error", VLLM_BODIES[shape])["message"]  # type: ignore[attr-defined]
+            assert info.value.body["message"] == message  # type: ignore[index]
             with pytest.raises(openai.BadRequestError) as info:
                 client.completions.create(model="comp", prompt="x")
             assert (info.value.code, info.value.param) == ("context_length_exceeded", "prompt")
+
+
+# vLLM 0.32.0's answer to a model it does not serve, verbatim (tests/e2e meets it for real).
+VLLM_NOT_FOUND = {
+    "error": {
+        "message": "The model `llama-x` does not exist. Valid aliases: llama.",
+        "type": "NotFoundError",
+        "param": "model",
+        "code": 404,
+    }
+}
+
+
+def test_vllm_unknown_model_404_says_model_not_found(tmp_path: Path) -> None:
+    """An alias pointing at a model vLLM does not serve: the client gets OpenAI's 404 for an
+    unknown model (`model_not_found`, SDKs and agents test it), vLLM's explanation kept."""
+
+    def answer(_: SeenRequest) -> Answer:
+        return Answer(404, VLLM_NOT_FOUND)
+
+    with scripted_upstream(answer) as up:
+        cfg = {
+            "gpu_pools": {"gpu": {"gpus": 1, "usd_per_gpu_hour": 1.0}},
+            "backends": {"vllm": {"base_url": up.base_url, "pool": "gpu", "engine": "vllm"}},
+            "models": {"chat": {"targets": [{"backend": "vllm", "model": "llama-x"}]}},
+            "health_checks": {"enabled": False},
+        }
+        with run_proxy(tmp_path, cfg) as p:
+            client = openai.OpenAI(base_url=p.base_url, api_key="x", max_retries=0)
+            with pytest.raises(openai.NotFoundError) as info:
+                client.chat.completions.create(model="chat", messages=MSGS)  # type: ignore[arg-type]
+            assert info.value.code == "model_not_found"
+            assert info.value.type == "invalid_request_error"
+            assert info.value.param == "model"
+            assert info.value.body["message"] == VLLM_NOT_FOUND["error"]["message"]  # type: ignore[index]

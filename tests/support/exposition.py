@@ -6,6 +6,11 @@ engine metrics), so no test trusts a hand-written regex about label quoting or e
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
+
+import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 Sample = tuple[str, dict[str, str], float]
@@ -39,3 +44,30 @@ def sample_sum(text: str, name: str, **labels: str) -> float:
         for n, lab, v in parse_samples(text)
         if n == name and all(lab.get(k) == val for k, val in labels.items())
     )
+
+
+@contextlib.contextmanager
+def sampled_gauge(metrics_url: str, name: str, every_s: float = 0.05) -> Iterator[list[float]]:
+    """An engine's own view while the block runs: `name` (summed over its labels) read from
+    `metrics_url` every `every_s` in a thread; the list fills as it goes, complete on exit."""
+    samples: list[float] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        with httpx.Client(timeout=2) as c:
+            while not stop.is_set():
+                samples.append(sample_sum(c.get(metrics_url).text, name))
+                stop.wait(every_s)
+
+    thread = threading.Thread(target=sample)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join()
+
+
+def busy_seconds(samples: list[float], wall: float) -> float:
+    """Roughly how long the gauge was above 0 over `wall` seconds of evenly spread samples."""
+    return sum(1 for s in samples if s > 0) * (wall / max(1, len(samples)))

