@@ -46,9 +46,13 @@ def _config(redis_url: str, sim: SimHandle, log: Path) -> dict[str, Any]:
             "h100": {"gpus": 1, "billing": "rental", "usd_per_gpu_hour": USD_PER_GPU_HOUR}
         },
         "backends": {
-            "local": {"type": "openai", "base_url": sim.base_url, "pool": "h100",
-                      "max_concurrency": 64},
-        },  # fmt: skip
+            "local": {
+                "type": "openai",
+                "base_url": sim.base_url,
+                "pool": "h100",
+                "max_concurrency": 64,
+            }
+        },
         "models": {"chat": {"targets": [{"backend": "local", "model": "sim-model"}]}},
     }
 
@@ -62,9 +66,10 @@ class Stack:
         self.logs: list[Path] = []
         self.t0 = time.time()
 
-    def events(self) -> list[dict[str, Any]]:
+    def events(self, replicas: int = REPLICAS) -> list[dict[str, Any]]:
+        """UsageEvents in the request logs of the first `replicas` replicas."""
         out = []
-        for log in self.logs:
+        for log in self.logs[:replicas]:
             if log.exists():
                 out += [json.loads(line) for line in log.read_text().splitlines() if line]
         return out
@@ -182,7 +187,8 @@ class Watch(threading.Thread):
 def _settled(stack: Stack, alive: list[ProxyHandle], expect_events: int) -> dict[str, Any]:
     """Wait until every event is logged and the shared books have integrated past the
     load (nothing in flight, not approximate); returns one replica's books."""
-    wait_for(lambda: len(stack.events()) >= expect_events, "every UsageEvent logged", 60)
+    n = len(alive)
+    wait_for(lambda: len(stack.events(n)) >= expect_events, "every UsageEvent logged", 60)
 
     def quiet() -> bool:
         books = [stack.books(p) for p in alive]
@@ -192,7 +198,6 @@ def _settled(stack: Stack, alive: list[ProxyHandle], expect_events: int) -> dict
         )
 
     wait_for(quiet, "the shared books settled", 30)
-    time.sleep(0)  # (no fixed waits: the checks above poll)
     return stack.books(alive[0])
 
 
@@ -272,9 +277,9 @@ def test_a_replica_killed_mid_load_has_its_weight_released(stack: Stack) -> None
     loader.join(120)
     wall = time.time() - t0 + 1.0
     alive = stack.proxies[:2]
-    failed = [r for r in results if isinstance(r, BaseException)]
-    served = len(results) - len(failed)
-    assert failed and served >= 150  # the victim's clients saw errors, nobody else's
+    failed = [i for i, r in enumerate(results) if isinstance(r, BaseException)]
+    assert failed and {i % 3 for i in failed} == {2}  # the victim's clients saw errors only
+    served = sum(1 for i in range(len(results)) if i % 3 != 2)  # by the survivors
     # The lease runs out: the dead replica's weight leaves the pool (else it would read
     # busy for good and dilute every later share).
     wait_for(lambda: stack.books(alive[0])["replicas"] == 2, "the victim released", 30)
