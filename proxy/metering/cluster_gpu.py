@@ -100,11 +100,11 @@ class ClusterShare:
     __slots__ = ("_pool", "approximate", "attempt", "done", "eids", "final", "gpu_seconds",
                  "local", "lost", "on_final", "weights")  # fmt: skip
 
-    def __init__(self, pool: ClusterPool, local: GpuShare) -> None:
+    def __init__(self, pool: ClusterPool, local: GpuShare, eid: int) -> None:
         self._pool = pool
         self.local = local
-        self.eids: list[int] = []
-        self.weights: list[float] = []  # weight held from eids[k] to eids[k + 1]
+        self.eids = [eid]
+        self.weights = [local.weight]  # weight held from eids[k] to eids[k + 1]
         self.done = False
         self.final: float | None = None  # exact GPU-seconds once every mark is in
         self.gpu_seconds = 0.0
@@ -182,9 +182,10 @@ class ClusterPool:
         self.local.prefill_weight = w
 
     def start(self) -> ClusterShare:
-        share = ClusterShare(self, self.local.start())
-        share.eids.append(self.emit(share, share.local.weight, 1))
-        share.weights.append(share.local.weight)
+        local = self.local.start()
+        eid = self._next_eid = self._next_eid + 1
+        self.buffer.append((self._stamp(), eid, local.weight, 1))
+        share = self.waiting[eid] = ClusterShare(self, local, eid)
         return share
 
     def emit(self, share: ClusterShare, dw: float, dn: int) -> int:
