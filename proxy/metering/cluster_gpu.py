@@ -36,7 +36,7 @@ from typing import Any
 
 from proxy.metering.cluster_lua import SYNC
 from proxy.metering.events import UsageEvent
-from proxy.metering.gpu import GpuShare, PoolAccount
+from proxy.metering.gpu import PoolBooks, Share
 
 log = logging.getLogger("hybridgate.gpu_books")
 
@@ -100,7 +100,7 @@ class ClusterShare:
     __slots__ = ("_pool", "approximate", "attempt", "done", "eids", "final", "gpu_seconds",
                  "local", "lost", "on_final", "weights")  # fmt: skip
 
-    def __init__(self, pool: ClusterPool, local: GpuShare, eid: int) -> None:
+    def __init__(self, pool: ClusterPool, local: Share, eid: int) -> None:
         self._pool = pool
         self.local = local
         self.eids = [eid]
@@ -112,6 +112,10 @@ class ClusterShare:
         self.on_final: Callable[[ClusterShare], None] | None = None
         self.lost = False  # the store released this replica: the local view stands
         self.approximate = False  # final is the local view, not the shared books'
+
+    @property
+    def weight(self) -> float:
+        return self.local.weight
 
     def first_token(self) -> None:
         before = self.local.weight
@@ -152,7 +156,7 @@ class ClusterPool:
     """A pool's books (PoolBooks protocol): the shared totals, or the local view as a
     fallback; per-request shares through ClusterShare."""
 
-    def __init__(self, name: str, local: PoolAccount, stamp: Stamp) -> None:
+    def __init__(self, name: str, local: PoolBooks, stamp: Stamp) -> None:
         self.name = name
         self.local = local
         self.gpus = local.gpus
@@ -378,7 +382,7 @@ class ClusterBooks:
     def __post_init__(self) -> None:
         self._script = self.client.register_script(SYNC)
 
-    def wrap(self, name: str, local: PoolAccount) -> ClusterPool:
+    def wrap(self, name: str, local: PoolBooks) -> ClusterPool:
         pool = self.pools[name] = ClusterPool(name, local, self.stamp)
         return pool
 
@@ -459,12 +463,15 @@ class ClusterBooks:
     async def stop(self, timeout_s: float = 3.0) -> None:
         """A graceful stop (requests are over): sync until every held event is exact (or
         `timeout_s`), then leave the pool's books (released at once, not after a lease)."""
-        if self._task is None:
+        task = self._task
+        if task is None:
             return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
         self._task = None
+        # Cancel until it is done: asyncio.wait_for (Python < 3.12) may swallow a
+        # cancellation that arrives as the Redis call completes, and the loop goes on.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
         deadline = time.monotonic() + timeout_s
         while any(h.left for h, _ in self.held) and time.monotonic() < deadline:
             await self.sync()

@@ -84,13 +84,20 @@ class Meter:
         # Several replicas sharing a Redis: one set of books per pool (cluster_gpu.py).
         self.cluster: ClusterBooks | None = None
         self._open: dict[int, ClusterShare] = {}  # id(Attempt) -> its share, until finish
+        # With --workers: each worker's last reported parts (pid -> pool -> [busy, idle]),
+        # kept after it exits (its counters' part so far stays in the sum).
+        self.worker_parts: dict[int, dict[str, list[float]]] = {}
 
     def attach_cluster(self, books: ClusterBooks) -> None:
         """Keep every pool's books across replicas (state.url is Redis, one process)."""
         self.cluster = books
         for name, acct in list(self.pools.items()):
-            if isinstance(acct, PoolAccount):
+            if not isinstance(acct, ClusterPool):
                 self.pools[name] = books.wrap(name, acct)
+
+    def gpu_parts(self) -> dict[str, list[float]]:
+        """This process's (busy, idle) parts of each shared pool (a worker's, for its hub)."""
+        return {n: list(a.parts()) for n, a in self.pools.items() if isinstance(a, ClusterPool)}
 
     def reconfigure(self, config: Config, prices: PriceTable) -> None:
         """A reload: new prices and routes, the same books (called by proxy/server/reload.py).
@@ -109,8 +116,8 @@ class Meter:
                 fresh.pools[name] = self.pool_factory(
                     name, acct.gpus, acct.prefill_weight, self.clock
                 )
-            elif self.cluster is not None and isinstance(acct, PoolAccount):
-                fresh.pools[name] = self.cluster.wrap(name, acct)
+            if self.cluster is not None and not isinstance(fresh.pools[name], ClusterPool):
+                fresh.pools[name] = self.cluster.wrap(name, fresh.pools[name])
         self.hours_per_month = fresh.hours_per_month
         self.pools = fresh.pools
         self.pricing = fresh.pricing
@@ -304,6 +311,10 @@ class Meter:
                 # This replica's parts of the pool's counters: summed over the replicas
                 # (Prometheus) they are the pool's, counted once.
                 p_busy, p_idle = acct.parts()
+                for parts in self.worker_parts.values():
+                    w_busy, w_idle = parts.get(name, (0.0, 0.0))
+                    p_busy += w_busy
+                    p_idle += w_idle
                 row["approximate"] = acct.approximate
                 row["part_busy_gpu_seconds"] = p_busy
                 row["part_provisioned_gpu_seconds"] = p_busy + p_idle

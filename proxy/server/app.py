@@ -128,10 +128,9 @@ class HybridGateApp:
             records_spend=self.role.records_spend,
         )
         self.handler = Handler(lambda: self.runtime)
-        # Replicas sharing Redis keep one set of GPU books (one process each; with
-        # --workers the host's shared books stay as they are: docs/workers.md).
-        shared = self.role.pool_factory is None
-        self.gpu_books = cluster_books(config, self.state) if shared else None
+        # Replicas sharing Redis keep one set of GPU books (with --workers, each worker
+        # and the hub take part: docs/workers.md).
+        self.gpu_books = cluster_books(config, self.state)
         if self.gpu_books is not None:
             self.runtime.meter.attach_cluster(self.gpu_books)
         self.ops = self.role.wire(self)

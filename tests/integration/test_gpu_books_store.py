@@ -104,8 +104,11 @@ def test_a_silent_replica_is_released_after_its_lease(redis_server: RedisHandle)
         await a.start()
         await b.start()
         pb.start()  # in flight when b "dies"
-        assert b._task is not None
-        b._task.cancel()  # no more syncs, no leave: as after SIGKILL...
+        task = b._task
+        assert task is not None
+        while not task.done():  # no more syncs, no leave: as after SIGKILL...
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
         await b.sync()  # ...once its start has reached the store
         await _until(lambda: pa.totals is not None and pa.totals.inflight == 1, "b's share")
         await _until(lambda: pa.totals is not None and pa.totals.replicas == 1, "b released")
