@@ -169,6 +169,7 @@ class ClusterPool:
         self.marks: dict[int, float] = {}  # marks of shares not complete yet
         self.acked: list[str] = []  # marks received, to delete in Redis on the next call
         self.finalised_gpu_s = 0.0  # what this replica's UsageEvents carry (orphan check)
+        self.own_tokens = 0  # ...and their tokens: measured throughput = tokens / that
         self.totals: Totals | None = None
         self.synced_mono = 0.0
         self.local_busy_at_sync = 0.0
@@ -201,6 +202,7 @@ class ClusterPool:
 
     def add_tokens(self, n: int) -> None:
         self.local.add_tokens(n)
+        self.own_tokens += n
 
     @property
     def tokens_served(self) -> int:

@@ -212,8 +212,11 @@ class Meter:
         if configured is not None:
             return configured
         acct = self.pools[pool]
-        busy = acct.busy_gpu_seconds
-        return acct.tokens_served / busy if busy > 0 and acct.tokens_served else None
+        if isinstance(acct, ClusterPool):  # this process's requests: their tokens, their share
+            tokens, busy = acct.own_tokens, acct.finalised_gpu_s
+        else:
+            tokens, busy = acct.tokens_served, acct.busy_gpu_seconds
+        return tokens / busy if busy > 0 and tokens else None
 
     def finish(self, ev: UsageEvent) -> None:
         if self._open and self.cluster is not None:
