@@ -138,18 +138,21 @@ class ClusterShare:
 
     def settle_local(self) -> None:
         """No exact figure will come: the local view is final, flagged approximate."""
-        self.final = self.gpu_seconds
-        self.approximate = True
-        if self.on_final is not None:
-            self.on_final(self)
+        if self.final is None:
+            self.approximate = True
+            self.confirm()
 
     def settle(self, marks: dict[int, float]) -> None:
-        """Every mark is in: weight × the integral's growth over each interval."""
+        """Every mark is in: weight × the integral's growth over each interval (final
+        once the store has recorded it as reported: `confirm`)."""
         acc = [marks.pop(e) for e in self.eids]
-        self.final = sum(w * (acc[k + 1] - acc[k]) for k, w in enumerate(self.weights))
-        self.gpu_seconds = self.final
-        if self.on_final is not None:
-            self.on_final(self)
+        self.gpu_seconds = sum(w * (acc[k + 1] - acc[k]) for k, w in enumerate(self.weights))
+
+    def confirm(self) -> None:
+        if self.final is None:
+            self.final = self.gpu_seconds
+            if self.on_final is not None:
+                self.on_final(self)
 
 
 class ClusterPool:
@@ -166,6 +169,7 @@ class ClusterPool:
         self.batch: tuple[int, float, list[tuple[float, int, float, int]]] | None = None
         self.seq = 0
         self.waiting: dict[int, ClusterShare] = {}  # eid -> the share waiting for its mark
+        self.confirming: list[ClusterShare] = []  # exact, delivered after the next call
         self.marks: dict[int, float] = {}  # marks of shares not complete yet
         self.acked: list[str] = []  # marks received, to delete in Redis on the next call
         self.finalised_gpu_s = 0.0  # what this replica's UsageEvents carry (orphan check)
@@ -265,9 +269,18 @@ class ClusterPool:
         return self.batch
 
     def answered(self, reply: list[Any], sent_acks: list[str]) -> None:
-        """Redis applied the batch: fold its marks and totals in."""
+        """Redis applied the batch: fold its marks and totals in.
+
+        Shares completed by an answer are delivered after the *next* one: that call
+        carried their GPU-seconds in this replica's `done`, so if it dies in between
+        they are in the pool's unattributed GPU-seconds and in no UsageEvent, never in
+        both (a UsageEvent delivered before its `done` reached the store would be).
+        """
         self.batch = None
         del self.acked[: len(sent_acks)]
+        confirmed, self.confirming = self.confirming, []
+        for done in confirmed:
+            done.confirm()
         raw = reply[1]
         for k in range(0, len(raw), 2):
             key = raw[k].decode() if isinstance(raw[k], bytes) else str(raw[k])
@@ -280,6 +293,7 @@ class ClusterPool:
             if share.done and all(e in self.marks for e in share.eids):
                 share.settle(self.marks)
                 self.finalised_gpu_s += share.gpu_seconds
+                self.confirming.append(share)
         f = [float(x) for x in reply[2:10]]
         self.totals = Totals(
             busy_s=f[2], idle_s=f[3], started=f[4], last=f[5], inflight=round(f[6]),
@@ -300,6 +314,10 @@ class ClusterPool:
 
     def give_up(self, share: ClusterShare) -> None:
         """A share held too long: its local view stands (flagged approximate)."""
+        if share in self.confirming:  # exact already, its confirmation is what is late
+            self.confirming.remove(share)
+            share.confirm()
+            return
         for e in share.eids:
             self.waiting.pop(e, None)
             self.marks.pop(e, None)
@@ -309,6 +327,9 @@ class ClusterPool:
     def released(self) -> None:
         """The store released this replica (silent past its lease): its shares in flight
         there are gone; they end on the local view, new ones start afresh."""
+        for share in self.confirming:
+            share.confirm()
+        self.confirming = []
         shares = set(self.waiting.values())
         self.waiting.clear()
         for share in shares:

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import openai
 import pytest
 
+from tests.integration.test_metering import _drive
 from tests.support.proxy import ProxyHandle, parse_metrics, run_proxy
 from tests.support.redis import RedisHandle, run_redis
 from tests.support.routing import wait_for
@@ -117,33 +117,22 @@ def _jobs(n: int) -> list[dict[str, Any]]:
     ]
 
 
-async def _load(
+def _load(proxies: list[ProxyHandle], jobs: list[dict[str, Any]], concurrency: int) -> list[Any]:
+    """Each job to replica i % len(proxies), `concurrency` at a time; results or exceptions."""
+    urls = [p.base_url for p in proxies]
+    return asyncio.run(_drive(urls, jobs, concurrency, key=KEY, return_exceptions=True))
+
+
+def _in_background(
     proxies: list[ProxyHandle], jobs: list[dict[str, Any]], concurrency: int
-) -> list[Any]:
-    """Each job to replica i % 3, `concurrency` at a time; results or exceptions."""
-    clients = [
-        openai.AsyncOpenAI(base_url=p.base_url, api_key=KEY, max_retries=0, timeout=60)
-        for p in proxies
-    ]
-    sem = asyncio.Semaphore(concurrency)
-
-    async def one(i: int, job: dict[str, Any]) -> Any:
-        client = clients[i % len(clients)]
-        async with sem:
-            if job.pop("_stream", False):
-                stream = await client.chat.completions.create(
-                    **job, stream=True, stream_options={"include_usage": True}
-                )
-                return [c async for c in stream][-1]
-            return await client.chat.completions.create(**job)
-
-    try:
-        return await asyncio.gather(
-            *(one(i, dict(j)) for i, j in enumerate(jobs)), return_exceptions=True
-        )
-    finally:
-        for c in clients:
-            await c.close()
+) -> tuple[threading.Thread, list[Any]]:
+    """`_load` in a thread (the test acts on the stack meanwhile); its results list."""
+    results: list[Any] = []
+    loader = threading.Thread(
+        target=lambda: results.extend(_load(proxies, jobs, concurrency)), daemon=True
+    )
+    loader.start()
+    return loader, results
 
 
 class Watch(threading.Thread):
@@ -250,7 +239,7 @@ def test_three_replicas_keep_one_set_of_books(stack: Stack) -> None:
     watch = Watch(stack)
     watch.start()
     t0 = time.time()
-    results = asyncio.run(_load(stack.proxies, _jobs(180), 24))
+    results = _load(stack.proxies, _jobs(180), 24)
     wall = time.time() - t0 + 1.0  # + the lead-in: the pool's books started before
     watch.stop.set()
     watch.join(10)
@@ -267,11 +256,7 @@ def test_a_replica_killed_mid_load_has_its_weight_released(stack: Stack) -> None
     victim = stack.proxies[2]
     jobs = _jobs(180)
     t0 = time.time()
-    results: list[Any] = []
-    loader = threading.Thread(
-        target=lambda: results.extend(asyncio.run(_load(stack.proxies, jobs, 24))), daemon=True
-    )
-    loader.start()
+    loader, results = _in_background(stack.proxies, jobs, 24)
     wait_for(lambda: len(stack.events()) >= 45, "a quarter of the load served", 60)
     victim.proc.kill()  # SIGKILL, requests in flight
     loader.join(120)
@@ -303,11 +288,7 @@ def test_redis_down_10s_under_load_books_approximate_then_reconciled(stack: Stac
     watch = Watch(stack)
     jobs = _jobs(300)
     t0 = time.time()
-    results: list[Any] = []
-    loader = threading.Thread(
-        target=lambda: results.extend(asyncio.run(_load(stack.proxies, jobs, 12))), daemon=True
-    )
-    loader.start()
+    loader, results = _in_background(stack.proxies, jobs, 12)
     wait_for(lambda: len(stack.events()) >= 30, "load under way", 60)
     stack.redis.stop()
     watch.start()
@@ -347,29 +328,9 @@ def test_workers_and_replicas_keep_one_set_of_books(tmp_path: Path) -> None:
             # 2 workers + the hub + the single process: 4 replicas in the books.
             wait_for(lambda: s.books(single)["replicas"] == 4, "every process joined", 30)
             t0 = time.time()
-            http = httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0))
-            jobs = _jobs(90)
-
-            async def drive() -> list[Any]:
-                clients = [
-                    openai.AsyncOpenAI(
-                        base_url=p.base_url, api_key=KEY, max_retries=0, http_client=http
-                    )
-                    for p in s.proxies
-                ]
-                sem = asyncio.Semaphore(12)
-
-                async def one(i: int, job: dict[str, Any]) -> Any:
-                    job.pop("_stream", None)
-                    async with sem:
-                        return await clients[i % 2].chat.completions.create(**job)
-
-                try:
-                    return await asyncio.gather(*(one(i, dict(j)) for i, j in enumerate(jobs)))
-                finally:
-                    await http.aclose()
-
-            asyncio.run(drive())
+            jobs = [{k: v for k, v in j.items() if k != "_stream"} for j in _jobs(90)]
+            urls = [p.base_url for p in s.proxies]
+            assert all(asyncio.run(_drive(urls, jobs, 12, keepalive=False, key=KEY)))
             wall = time.time() - t0 + 1.0
             wait_for(lambda: len(s.events()) >= 90, "every UsageEvent logged", 60)
 
