@@ -85,6 +85,7 @@ def _off_path(meter: Meter) -> tuple[float, int]:
     n = len(books.held)
     t0 = time.perf_counter_ns()
     pool.answered(reply, [])  # type: ignore[attr-defined]
+    pool.answered([b"ok", [], *reply[2:]], [])  # type: ignore[attr-defined]  # confirmed
     books.expire()
     dt = time.perf_counter_ns() - t0
     pool.acked.clear()  # type: ignore[attr-defined]
