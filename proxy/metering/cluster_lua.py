@@ -169,6 +169,8 @@ for k = 1, #evs, 2 do
       x.w = x.w + dw; x.n = x.n + dn
       if x.w < 1e-12 then x.w = 0 end
       P.tw = P.tw + dw; P.n = P.n + dn
+      if P.n < 0 then P.n = 0 end  -- a start lost with the store's data (no persistence)
+      if x.n < 0 then x.n = 0 end
       redis.call('HSET', KEYS[5] .. r, eid, fmt(P.acc))
     end
     if P.tw < 1e-12 then P.tw = 0 end
