@@ -262,8 +262,8 @@ COST = Dashboard(
             "Spent in the time range (USD)",
             Q(
                 "(sum(increase(hybridgate_cost_usd_total[$__range])) or vector(0))"
-                " + (sum(max by (pool) (increase("
-                "hybridgate_selfhosted_fixed_cost_usd_total[$__range]))) or vector(0))",
+                " + (sum(increase("
+                "hybridgate_selfhosted_fixed_cost_usd_total[$__range])) or vector(0))",
                 "spent",
                 instant=True,
             ),
@@ -547,6 +547,8 @@ GPU = Dashboard(
             "Utilization over time",
             [
                 Q(f"pool:hybridgate_gpu_utilization:ratio_rate5m{{{P}}}", "{{pool}} (5m)"),
+                # A ratio of the pool's one set of books, the same on every replica:
+                # aggregated by picking one value (max), never summed.
                 Q(
                     f"max by (pool) (hybridgate_gpu_utilization_ratio{{{P}}})",
                     "{{pool}} (proxy's window)",
@@ -560,7 +562,7 @@ GPU = Dashboard(
             "Idle GPU-hours in the time range",
             [
                 Q(
-                    f"(max by (pool) (increase(hybridgate_gpu_provisioned_seconds_total{{{P}}}"
+                    f"(sum by (pool) (increase(hybridgate_gpu_provisioned_seconds_total{{{P}}}"
                     "[$__range])) - sum by (pool) (increase("
                     f"hybridgate_gpu_busy_seconds_total{{{P}}}[$__range]))) / 3600",
                     "{{pool}}",

@@ -91,6 +91,9 @@ class LiveCosts:
         ctx = Context.from_runtime(rt)
         seen = self.window.events_seen
         report = await asyncio.to_thread(build_report, view, ctx, series=series, chart=chart)
+        # How each pool's books are kept (this process, or one set shared by the replicas)
+        # and whether they are approximate: the store away, not reconciled yet.
+        report["gpu_books"] = rt.meter.books_report()
         self._cache[key] = (seen, rt, now, report)
         return report
 

@@ -44,6 +44,7 @@ class UsageEvent:
     duration_s: float = 0.0
     overhead_s: float = 0.0
     gpu_seconds: float = 0.0  # all attempts' self-hosted GPU time
+    gpu_approximate: bool = False  # GPU time from this replica's own view, not the shared books
     cost_usd: float = 0.0  # all attempts' cost: GPU time of failed attempts is spent too
     counterfactual_usd: float | None = None
     self_hosted: bool = False

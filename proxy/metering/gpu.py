@@ -20,6 +20,9 @@ class Share(Protocol):
     done: bool
     gpu_seconds: float
 
+    @property
+    def weight(self) -> float: ...
+
     def first_token(self) -> None: ...
 
     def end(self) -> float: ...

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -19,7 +20,8 @@ from typing import Any
 
 from costing.prices import ModelPrice, PriceTable
 from proxy.config import Config
-from proxy.metering.events import UsageEvent
+from proxy.metering.cluster_gpu import ClusterBooks, ClusterPool, ClusterShare
+from proxy.metering.events import Attempt, UsageEvent
 from proxy.metering.gpu import PoolAccount, PoolBooks, Share
 from proxy.metering.pricing import PoolPricing, api_request_cost, pool_pricing
 
@@ -79,6 +81,23 @@ class Meter:
         self._wake = asyncio.Event()
         self._drainer: asyncio.Task[None] | None = None
         self.events_finished = 0
+        # Several replicas sharing a Redis: one set of books per pool (cluster_gpu.py).
+        self.cluster: ClusterBooks | None = None
+        self._open: dict[int, ClusterShare] = {}  # id(Attempt) -> its share, until finish
+        # With --workers: each worker's last reported parts (pid -> pool -> [busy, idle]),
+        # kept after it exits (its counters' part so far stays in the sum).
+        self.worker_parts: dict[int, dict[str, list[float]]] = {}
+
+    def attach_cluster(self, books: ClusterBooks) -> None:
+        """Keep every pool's books across replicas (state.url is Redis, one process)."""
+        self.cluster = books
+        for name, acct in list(self.pools.items()):
+            if not isinstance(acct, ClusterPool):
+                self.pools[name] = books.wrap(name, acct)
+
+    def gpu_parts(self) -> dict[str, list[float]]:
+        """This process's (busy, idle) parts of each shared pool (a worker's, for its hub)."""
+        return {n: list(a.parts()) for n, a in self.pools.items() if isinstance(a, ClusterPool)}
 
     def reconfigure(self, config: Config, prices: PriceTable) -> None:
         """A reload: new prices and routes, the same books (called by proxy/server/reload.py).
@@ -97,6 +116,8 @@ class Meter:
                 fresh.pools[name] = self.pool_factory(
                     name, acct.gpus, acct.prefill_weight, self.clock
                 )
+            if self.cluster is not None and not isinstance(fresh.pools[name], ClusterPool):
+                fresh.pools[name] = self.cluster.wrap(name, fresh.pools[name])
         self.hours_per_month = fresh.hours_per_month
         self.pools = fresh.pools
         self.pricing = fresh.pricing
@@ -107,9 +128,15 @@ class Meter:
 
     # ------------------------------------------------------------ in flight
 
-    def begin(self, backend: str) -> Share | None:
+    def begin(self, backend: str, attempt: Attempt | None = None) -> Share | None:
         pool = self.backend_pool.get(backend)
-        return self.pools[pool].start() if pool is not None else None
+        if pool is None:
+            return None
+        share = self.pools[pool].start()
+        if attempt is not None and type(share) is ClusterShare:
+            share.attempt = attempt
+            self._open[id(attempt)] = share
+        return share
 
     # ------------------------------------------------------------ finishing
 
@@ -185,10 +212,28 @@ class Meter:
         if configured is not None:
             return configured
         acct = self.pools[pool]
-        busy = acct.busy_gpu_seconds
-        return acct.tokens_served / busy if busy > 0 and acct.tokens_served else None
+        if isinstance(acct, ClusterPool):  # this process's requests: their tokens, their share
+            tokens, busy = acct.own_tokens, acct.finalised_gpu_s
+        else:
+            tokens, busy = acct.tokens_served, acct.busy_gpu_seconds
+        return tokens / busy if busy > 0 and tokens else None
 
     def finish(self, ev: UsageEvent) -> None:
+        if self._open and self.cluster is not None:
+            shares = [s for a in ev.attempts if (s := self._open.pop(id(a), None)) is not None]
+            if shares:
+                waiting = [s for s in shares if s.final is None]
+                for s in shares:
+                    if s.final is not None:
+                        s.attempt.gpu_seconds = s.gpu_seconds
+                        ev.gpu_approximate |= s.approximate
+                if waiting:  # exact once the shared books have integrated its intervals
+                    self.cluster.hold(ev, waiting, self._finish_now)
+                    return
+                ev.gpu_seconds = math.fsum(a.gpu_seconds for a in ev.attempts)
+        self._finish_now(ev)
+
+    def _finish_now(self, ev: UsageEvent) -> None:
         self.price(ev)
         self.deliver(ev)
 
@@ -254,7 +299,7 @@ class Meter:
             fixed = (
                 idle * pricing.idle_usd_per_gpu_second + pricing.engineering_usd_per_second * wall
             )
-            yield {
+            row = {
                 "pool": name,
                 "gpus": acct.gpus,
                 "provisioned_gpu_seconds": prov,
@@ -265,3 +310,31 @@ class Meter:
                 "inflight": acct.inflight,
                 "usd_per_gpu_second": pricing.usd_per_gpu_second,
             }
+            if isinstance(acct, ClusterPool):
+                # This replica's parts of the pool's counters: summed over the replicas
+                # (Prometheus) they are the pool's, counted once.
+                p_busy, p_idle = acct.parts()
+                for parts in self.worker_parts.values():
+                    w_busy, w_idle = parts.get(name, (0.0, 0.0))
+                    p_busy += w_busy
+                    p_idle += w_idle
+                row["approximate"] = acct.approximate
+                row["part_busy_gpu_seconds"] = p_busy
+                row["part_provisioned_gpu_seconds"] = p_busy + p_idle
+                row["part_fixed_cost_usd"] = (
+                    p_idle * pricing.idle_usd_per_gpu_second
+                    + pricing.engineering_usd_per_second * (p_busy + p_idle) / acct.gpus
+                )
+            yield row
+
+    def books_report(self) -> dict[str, dict[str, Any]]:
+        """How each pool's books are kept: this process alone, or shared by the replicas
+        (and whether they are approximate: /costs/report's `gpu_books`)."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, acct in self.pools.items():
+            if isinstance(acct, ClusterPool):
+                out[name] = acct.report()
+            else:
+                mode = "local" if isinstance(acct, PoolAccount) else "host"
+                out[name] = {"mode": mode, "approximate": False}
+        return out

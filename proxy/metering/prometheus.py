@@ -58,12 +58,25 @@ class PoolCollector(Collector):
             "(since start until the first sample).",
             labels=["pool"],
         )
+        approx = GaugeMetricFamily(
+            "hybridgate_gpu_books_approximate",
+            "1 while the pool's books are this replica's own view (the state store shared "
+            "by the replicas is unreachable, or has not integrated that time yet); 0 when "
+            "they are the replicas' one set of books.",
+            labels=["pool"],
+        )
         for row in self._snapshot():
-            prov.add_metric([row["pool"]], row["provisioned_gpu_seconds"])
-            busy.add_metric([row["pool"]], row["busy_gpu_seconds"])
-            fixed.add_metric([row["pool"]], row["fixed_cost_usd"])
-            util.add_metric([row["pool"]], row["utilization"])
-        yield from (prov, busy, fixed, util)
+            # With replicas sharing Redis each exports its part of the pool's counters
+            # (cluster_gpu.py): sum() across replicas is the pool's, counted once.
+            pool = [row["pool"]]
+            prov.add_metric(
+                pool, row.get("part_provisioned_gpu_seconds", row["provisioned_gpu_seconds"])
+            )
+            busy.add_metric(pool, row.get("part_busy_gpu_seconds", row["busy_gpu_seconds"]))
+            fixed.add_metric(pool, row.get("part_fixed_cost_usd", row["fixed_cost_usd"]))
+            util.add_metric(pool, row["utilization"])
+            approx.add_metric(pool, 1.0 if row.get("approximate") else 0.0)
+        yield from (prov, busy, fixed, util, approx)
 
 
 class Metrics:

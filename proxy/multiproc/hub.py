@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from proxy.metering.cluster_gpu import ClusterPool
 from proxy.metering.events import Attempt, UsageEvent
 from proxy.metering.shared_gpu import SharedPoolAccount
 from proxy.server.exchange import Receive, Scope, Send, read_body
@@ -86,6 +87,8 @@ class Hub:
         pid = batch["pid"]
         self._inflight[pid] = batch["inflight"]
         self._sum_inflight()
+        if batch.get("gpu_parts"):  # its part of the pools' books shared through Redis
+            self.gate.runtime.meter.worker_parts[pid] = batch["gpu_parts"]
         if batch["seq"] <= self._last_seq.get(pid, 0):
             return  # a retry of a batch that landed
         self._last_seq[pid] = batch["seq"]
@@ -104,7 +107,8 @@ class Hub:
         self._inflight.pop(pid, None)
         self._last_seq.pop(pid, None)
         self._sum_inflight()
-        for name, acct in self.gate.runtime.meter.pools.items():
+        for name, books in self.gate.runtime.meter.pools.items():
+            acct = books.local if isinstance(books, ClusterPool) else books  # the host's
             if isinstance(acct, SharedPoolAccount) and (n := acct.release(pid)):
                 log.warning(
                     "worker pid %d exited with %d request(s) in flight on pool %s: "

@@ -40,9 +40,10 @@ SHUTDOWN_FLUSH_S = 10.0
 class Forwarder:
     """Priced events, failovers and in-flight counts to the hub, batched, off the request path."""
 
-    def __init__(self, hub_socket: str, inflight: Any) -> None:
+    def __init__(self, hub_socket: str, inflight: Any, gpu_parts: Any = dict) -> None:
         self.hub_socket = hub_socket
         self.inflight = inflight  # () -> {backend: requests in flight in this worker}
+        self.gpu_parts = gpu_parts  # () -> {pool: [busy, idle]}: its part of shared books
         self.events: list[UsageEvent] = []
         self.failovers: list[tuple[str, str, str, str]] = []
         self.sent = 0
@@ -92,6 +93,7 @@ class Forwarder:
                     "pid": os.getpid(),
                     "seq": self._seq,
                     "inflight": self.inflight(),
+                    "gpu_parts": self.gpu_parts(),
                     "events": events,
                     "failovers": failovers,
                 }
@@ -155,7 +157,11 @@ class Worker(Role):
 
     def wire(self, gate: HybridGateApp) -> AsgiApp:
         runtime = gate.runtime
-        self.forwarder = Forwarder(str(self.run_dir / "hub.sock"), lambda: gate.runtime.gauges())
+        self.forwarder = Forwarder(
+            str(self.run_dir / "hub.sock"),
+            lambda: gate.runtime.gauges(),
+            lambda: gate.runtime.meter.gpu_parts(),
+        )
         assert isinstance(gate.metrics, WorkerMetrics)
         gate.metrics.forwarder = self.forwarder
         runtime.meter.add_fast_sink(self.forwarder.add)

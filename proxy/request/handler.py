@@ -399,7 +399,7 @@ class _Request:
             ev.backend, ev.model = target.backend, target.model
             t_attempt = time.perf_counter()
             rt.inflight[target.backend] += 1
-            share: Share | None = rt.meter.begin(target.backend)
+            share: Share | None = rt.meter.begin(target.backend, attempt)
             try:
                 await self.one_attempt(backend, path, body, target, share, attempt, i == n - 1)
             except _Failover as fo:

@@ -34,6 +34,7 @@ from proxy.server.openapi import install as install_openapi
 from proxy.server.reload import Reloader
 from proxy.server.reload import register_routes as register_reload_routes
 from proxy.state import build_state
+from proxy.state.gpu_books import cluster_books
 from proxy.state.metrics import StateCollector
 
 log = logging.getLogger("hybridgate")
@@ -127,6 +128,11 @@ class HybridGateApp:
             records_spend=self.role.records_spend,
         )
         self.handler = Handler(lambda: self.runtime)
+        # Replicas sharing Redis keep one set of GPU books (with --workers, each worker
+        # and the hub take part: docs/workers.md).
+        self.gpu_books = cluster_books(config, self.state)
+        if self.gpu_books is not None:
+            self.runtime.meter.attach_cluster(self.gpu_books)
         self.ops = self.role.wire(self)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -139,11 +145,15 @@ class HybridGateApp:
     async def _startup(self) -> None:
         await self.runtime.start()
         await self.state.start()
+        if self.gpu_books is not None:
+            await self.gpu_books.start()
         self.reloader.install_signal_handler()
         await self.role.start(self)
 
     async def _shutdown(self) -> None:
         await self.reloader.close()
+        if self.gpu_books is not None:
+            await self.gpu_books.stop()
         await self.runtime.stop()
         await self.role.stop(self)
         await self.state.stop()

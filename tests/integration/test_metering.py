@@ -56,19 +56,30 @@ def config(vllm: SimHandle, api: SimHandle, log: Path, **extra: Any) -> dict[str
 
 
 async def _drive(
-    base_url: str, jobs: list[dict[str, Any]], concurrency: int, keepalive: bool = True
+    base_url: str | list[str],
+    jobs: list[dict[str, Any]],
+    concurrency: int,
+    keepalive: bool = True,
+    key: str = KEY,
+    return_exceptions: bool = False,
 ) -> list[Any]:
     """Send `jobs` at `concurrency`; without keep-alive every request is a new connection
-    (so several worker processes sharing a listening socket each get some)."""
+    (so several worker processes sharing a listening socket each get some). Several base
+    URLs (replicas): job i goes to URL i % len(urls)."""
+    urls = [base_url] if isinstance(base_url, str) else base_url
     http = (
         None
         if keepalive
         else httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0), timeout=60)
     )
-    client = openai.AsyncOpenAI(base_url=base_url, api_key=KEY, max_retries=0, http_client=http)
+    clients = [
+        openai.AsyncOpenAI(base_url=u, api_key=key, max_retries=0, http_client=http, timeout=60)
+        for u in urls
+    ]
     sem = asyncio.Semaphore(concurrency)
 
-    async def one(job: dict[str, Any]) -> Any:
+    async def one(i: int, job: dict[str, Any]) -> Any:
+        client = clients[i % len(clients)]
         async with sem:
             if job.pop("_stream", False):
                 stream = await client.chat.completions.create(
@@ -78,9 +89,12 @@ async def _drive(
             return await client.chat.completions.create(**job)
 
     try:
-        return await asyncio.gather(*(one(dict(j)) for j in jobs))
+        return await asyncio.gather(
+            *(one(i, dict(j)) for i, j in enumerate(jobs)), return_exceptions=return_exceptions
+        )
     finally:
-        await client.close()
+        for c in clients:
+            await c.close()
 
 
 @pytest.mark.serial  # compares timings with the upstream's own: runs alone
