@@ -45,6 +45,7 @@ from proxy.request.dialect import (
 )
 from proxy.request.errors import ProxyError, error_body, normalize_upstream_error
 from proxy.request.failover import failover_reason
+from proxy.request.internal import InternalCall
 from proxy.request.sse import UsageTap
 from proxy.request.timeouts import Deadline
 from proxy.routing.router import Plan, PlannedTarget, RouteRequest
@@ -152,7 +153,7 @@ class Handler:
     def __init__(self, runtime_ref: Callable[[], Runtime]) -> None:
         self._rt = runtime_ref
 
-    async def serve(self, exchange: Exchange, path: str) -> None:
+    async def serve(self, exchange: Exchange, path: str, call: InternalCall | None = None) -> None:
         rt = self._rt()
         ev = UsageEvent(
             request_id=_ID_PREFIX + str(next(_ids)),
@@ -160,6 +161,9 @@ class Handler:
             endpoint=ENDPOINTS[path],
         )
         req = _Request(rt, ev, exchange, time.perf_counter())
+        if call is not None:  # a request of the proxy's own (proxy/request/internal.py)
+            ev.kind = call.kind
+            req.internal = call
         rt.requests_inflight += 1
         try:
             await req.serve()
@@ -194,7 +198,10 @@ class Handler:
             rt.requests_inflight -= 1
             ev.duration_s = time.perf_counter() - req.t0
             ev.overhead_s = max(0.0, ev.duration_s - req.upstream_s)
-            rt.meter.finish(ev)
+            if call is None:
+                rt.meter.finish(ev)
+            else:
+                call.finish(ev)
 
 
 class _Request:
@@ -210,6 +217,7 @@ class _Request:
         "ev",
         "exchange",
         "extra",
+        "internal",
         "lease",
         "response_started",
         "rt",
@@ -242,11 +250,13 @@ class _Request:
         self.anthropic = self.dialect is Dialect.ANTHROPIC_MESSAGES  # Anthropic's error shape
         self.xl: Translation | None = None  # the current attempt's translation, if any
         self.extra = b""  # the client's anthropic-* header lines, for Anthropic targets
+        self.internal: InternalCall | None = None
 
     async def serve(self) -> None:
         rt, ev, exchange = self.rt, self.ev, self.exchange
         headers = dict(exchange.headers)
-        principal: Principal = rt.auth.client(headers)
+        internal = self.internal
+        principal: Principal = rt.auth.client(headers) if internal is None else internal.principal
         ev.tenant = rt.tenant_label(principal.tenant)
         ev.key_name = principal.key_name
         limit = rt.config.limits.max_body_bytes
@@ -278,6 +288,8 @@ class _Request:
         only = "self_hosted" if rt.state.admit(ev.tenant, ev.key_name, alias_name) else None
         if only is None and ev.tenant in rt.budgeted_tenants:
             only = "priced"  # never an API model whose spend the budget cannot count
+        if internal is not None and internal.only is not None and only != "self_hosted":
+            only = internal.only
         self.stream = ev.stream = bool(data.get("stream")) and ev.endpoint != "embeddings"
         route = RouteRequest(
             alias=alias_name,
