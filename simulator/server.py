@@ -21,6 +21,7 @@ import orjson
 from aiohttp import web
 
 from simulator.anthropic import AnthropicDialect, count_messages, parse_messages, valid_version
+from simulator.batches import BatchApi
 from simulator.config import SimConfig
 from simulator.engine import Engine, EngineLike, FixedLatencyEngine, Sequence, StepModel
 from simulator.faults import FaultError, Faults, FaultState
@@ -104,6 +105,12 @@ class SimServer:
         self.faults.update(dict(cfg.faults))
         self.rate = RateWindow(cfg.rpm_limit)
         self.prefix_cache = PrefixCache()
+        self.by_user: dict[str, int] = {}  # inference requests per body `user` (a marker)
+        self.batches: BatchApi | None = None
+        if cfg.mode == "api":  # OpenAI's Batch API (simulator/batches.py)
+            self.batches = BatchApi(
+                cfg.batch_seconds / cfg.speed, cfg.batch_concurrency, lambda: self.port
+            )
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(4)
         self.app = self._build_app()
@@ -126,6 +133,8 @@ class SimServer:
             r.add_post("/v1/chat/completions", self._inference(self._chat))
             r.add_post("/v1/completions", self._inference(self._completions))
             r.add_post("/v1/embeddings", self._inference(self._embeddings))
+        if self.batches is not None:
+            self.batches.routes(r)
         r.add_get("/v1/models", self._logged(self._list_models))
         r.add_get("/health", self._logged(self._health))
         r.add_get("/version", self._logged(self._version))
@@ -350,7 +359,11 @@ class SimServer:
     async def _body(self, request: web.Request) -> Any:
         raw = await request.read()
         try:
-            return orjson.loads(raw)
+            data = orjson.loads(raw)
+            user = data.get("user") if isinstance(data, dict) else None
+            if isinstance(user, str):
+                self.by_user[user] = self.by_user.get(user, 0) + 1
+            return data
         except orjson.JSONDecodeError as exc:
             if self.anthropic:
                 raise RequestError(400, f"There was an error parsing the body: {exc}") from None
@@ -601,7 +614,11 @@ class SimServer:
 
     async def _sim_stats(self, request: web.Request) -> web.Response:
         detail = request.query.get("detail", "1") not in ("0", "false", "no")
-        return _json(self.stats.to_json(self.engine, self.cfg.mode, detail))
+        out = self.stats.to_json(self.engine, self.cfg.mode, detail)
+        out["requests_by_user"] = dict(self.by_user)
+        if self.batches is not None:
+            out.update(self.batches.stats())
+        return _json(out)
 
     async def _sim_reset(self, request: web.Request) -> web.Response:
         """Clear the books; requests in flight stay listed, their GPU time restarts at 0."""
@@ -609,6 +626,9 @@ class SimServer:
         self.stats.reset(keep)
         self.engine.reset_accounting()
         self.prefix_cache.clear()
+        self.by_user.clear()
+        if self.batches is not None:
+            self.batches.reset()
         return _json({"ok": True, "since": self.stats.since})
 
     async def _sim_get_faults(self, request: web.Request) -> web.Response:
