@@ -81,10 +81,12 @@ def main() -> int:
         url = f"http://127.0.0.1:{proxy_port}"
         wait_ready(f"{url}/health/live", procs)
         c = openai.OpenAI(base_url=f"{url}/v1", api_key=key)
-        f = c.files.create(file=("tickets.jsonl", lines(args.lines)), purpose="batch")
-        b = c.batches.create(
-            input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
-        )
+        b = None
+        if args.lines:  # --lines 0: the same day without a batch, the baseline
+            f = c.files.create(file=("tickets.jsonl", lines(args.lines)), purpose="batch")
+            b = c.batches.create(
+                input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
+            )
         stats: list[TrafficStats] = []
         plan = Plan(duration_s=args.duration, mean_rps=args.rps)
 
@@ -94,7 +96,7 @@ def main() -> int:
         t = threading.Thread(target=traffic)
         t.start()
         t.join()
-        while b.status not in ("completed", "failed", "expired", "cancelled"):
+        while b is not None and b.status not in ("completed", "failed", "expired", "cancelled"):
             time.sleep(0.5)
             b = c.batches.retrieve(b.id)
         time.sleep(0.3)
@@ -105,8 +107,11 @@ def main() -> int:
         s = stats[0]
         print(json.dumps({
             "traffic": {"sent": s.sent, "ok": s.ok, "by_backend": dict(s.by_backend)},
-            "batch": {"status": b.status, "counts": b.request_counts.model_dump()
-                      if b.request_counts else None},
+            "batch": None if b is None else {
+                "status": b.status,
+                "counts": b.request_counts.model_dump() if b.request_counts else None,
+            },
+            "spend_usd": report.get("spend"),
             "books": report["batch"],
             "pools": report.get("pools"),
         }, indent=2, default=str))  # fmt: skip

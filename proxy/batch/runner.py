@@ -183,7 +183,7 @@ class JobRunner:
             return
         started = False
         while queue and self.inflight.get(alias, 0) < policy.max_inflight:
-            if own and not self._room(own, policy):
+            if own and not self._room(own, policy, spec.spillover.max_inflight):
                 break
             self._start_line(queue.popleft(), alias, own)
             started = True
@@ -199,9 +199,12 @@ class JobRunner:
     def _window(self) -> float:
         return float(self.batch["expires_at"] - self.batch["created_at"])
 
-    def _room(self, backends: list[str], policy: BatchPolicy) -> bool:
+    def _room(self, backends: list[str], policy: BatchPolicy, headroom: int | None) -> bool:
         """Room for one more line on the self-hosted targets, live requests first: none
-        waiting for a slot, and the slots in use (live and batch) + 1 within the threshold."""
+        waiting for a slot, and the slots in use (live and batch) + 1 within the threshold
+        of their capacity: `max_concurrency`, or the alias's `spillover.max_inflight` when
+        lower (past it, live requests would spill to the API: batch work must not push
+        them there)."""
         rt = self.svc.gate.runtime
         in_use = limit = 0
         pools = set()
@@ -210,7 +213,7 @@ class JobRunner:
             if slots.free == 0 and slots._waiters:  # live requests queue: they go first
                 return False
             in_use += slots.in_use
-            limit += slots.limit
+            limit += slots.limit if headroom is None else min(slots.limit, headroom)
             pools.add(rt.config.backends[name].pool)
         # With `--workers N` the live requests are the workers': the pools' shared books
         # count every process's requests in flight.

@@ -389,7 +389,8 @@ class _Request:
             ev.attempts.append(attempt)
             ev.backend, ev.model = target.backend, target.model
             t_attempt = time.perf_counter()
-            rt.inflight[target.backend] += 1
+            inflight = rt.inflight if self.internal is None else rt.batch_inflight
+            inflight[target.backend] += 1
             share: Share | None = rt.meter.begin(target.backend)
             try:
                 await self.one_attempt(backend, path, body, target, share, attempt, i == n - 1)
@@ -407,7 +408,7 @@ class _Request:
                 if share is not None:
                     attempt.gpu_seconds = share.end()
                     ev.gpu_seconds += attempt.gpu_seconds
-                rt.inflight[target.backend] -= 1
+                inflight[target.backend] -= 1
                 slots.release()
             if attempt.reason is None:  # the backend answered, and not with a failure
                 ttft = None if ev.ttft_s is None else self.t0 + ev.ttft_s - t_attempt
