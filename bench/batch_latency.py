@@ -35,6 +35,7 @@ KEY, ADMIN = "sk-bench-batch", "sk-bench-admin"
 def live_phase(base_url: str, clients: int, seconds: float) -> list[float]:
     """Latencies (s) of live requests sent back to back by `clients` for `seconds`."""
     out: list[float] = []
+    errors: list[int] = []
     lock = threading.Lock()
     end = time.monotonic() + seconds
 
@@ -52,15 +53,19 @@ def live_phase(base_url: str, clients: int, seconds: float) -> list[float]:
                     },
                 )
                 dt = time.perf_counter() - t0
-                if r.status_code == 200:
-                    with lock:
+                with lock:
+                    if r.status_code == 200:
                         out.append(dt)
+                    else:
+                        errors.append(r.status_code)
 
     threads = [threading.Thread(target=loop) for _ in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    if errors:  # a benchmark of failures would flatter the latency
+        raise SystemExit(f"live requests failed: {sorted(set(errors))} ({len(errors)})")
     return out
 
 

@@ -4,6 +4,7 @@ error shape. A tenant sees only its own files and batches: another's is a 404.""
 
 from __future__ import annotations
 
+import asyncio
 from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any
@@ -57,6 +58,10 @@ def _page(items: list[dict[str, Any]], after: str | None, limit: int) -> dict[st
     }
 
 
+def _count_lines(text: str) -> int:
+    return sum(1 for line in text.split("\n") if line.strip())
+
+
 def parse_upload(content_type: str, body: bytes) -> tuple[str | None, str, bytes | None]:
     """(purpose, filename, file bytes) of a multipart/form-data body."""
     if not content_type.lower().startswith("multipart/form-data"):
@@ -91,7 +96,9 @@ def register_routes(app: FastAPI, gate: Any) -> None:
         cfg = svc.config
         limit = cfg.max_file_bytes + _MULTIPART_SLACK
         body = await _body(request, limit)
-        purpose, filename, content = parse_upload(request.headers.get("content-type", ""), body)
+        purpose, filename, content = await asyncio.to_thread(  # up to max_file_bytes: off the loop
+            parse_upload, request.headers.get("content-type", ""), body
+        )
         if purpose is None:
             raise ProxyError(
                 400, "Missing required parameter: 'purpose'.", param="purpose",
@@ -124,7 +131,7 @@ def register_routes(app: FastAPI, gate: Any) -> None:
             raise ProxyError(
                 400, "A batch file must be UTF-8 JSONL text.", param="file", code="invalid_file"
             ) from None
-        lines = sum(1 for line in text.split("\n") if line.strip())
+        lines = await asyncio.to_thread(_count_lines, text)
         if lines == 0:
             raise ProxyError(400, "The file has no lines.", param="file", code="invalid_file")
         if lines > cfg.max_lines:
@@ -155,7 +162,7 @@ def register_routes(app: FastAPI, gate: Any) -> None:
         owner = _owner(gate, request)
         obj = await svc.owned_file(owner["tenant"], file_id)
         try:
-            data = svc.read_blob(obj["id"])
+            data = await svc.read_blob(obj["id"])
         except FileNotFoundError:
             raise ProxyError(
                 404, f"File '{file_id}' has no content left.", code="not_found"

@@ -103,12 +103,14 @@ class JobRunner:
     async def _run(self) -> None:
         b, store = self.batch, self.svc.store
         try:
-            content = self.svc.read_blob(b["input_file_id"])
+            content = await self.svc.read_blob(b["input_file_id"])
         except FileNotFoundError:
             await self._fail("input_file_missing", "The batch's input file is gone.")
             return
         rt = self.svc.gate.runtime
-        parsed = parse_lines(content, b["endpoint"], frozenset(rt.config.models))
+        parsed = await asyncio.to_thread(  # a large file: off the loop that serves live traffic
+            parse_lines, content, b["endpoint"], frozenset(rt.config.models)
+        )
         records = await store.lines(self.id)
         if b["status"] == "validating":
             b["status"] = "in_progress"

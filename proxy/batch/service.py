@@ -133,8 +133,8 @@ class BatchService:
 
     # ------------------------------------------------------------ files
 
-    def read_blob(self, file_id: str) -> bytes:
-        return (self.blobs / file_id).read_bytes()
+    async def read_blob(self, file_id: str) -> bytes:
+        return await asyncio.to_thread((self.blobs / file_id).read_bytes)
 
     def _write_blob(self, file_id: str, content: bytes) -> None:
         self.blobs.mkdir(parents=True, exist_ok=True)
@@ -149,7 +149,7 @@ class BatchService:
         self, owner: dict[str, str], filename: str, purpose: str, content: bytes
     ) -> dict[str, Any]:
         file_id = f"file-{secrets.token_hex(12)}"
-        self._write_blob(file_id, content)
+        await asyncio.to_thread(self._write_blob, file_id, content)
         obj = {
             "id": file_id,
             "object": "file",
@@ -174,7 +174,7 @@ class BatchService:
             return None
         file_id = f"file-{batch['id'].removeprefix('batch_')}{'o' if what == 'output' else 'e'}"
         content = b"\n".join(lines) + b"\n"
-        self._write_blob(file_id, content)
+        await asyncio.to_thread(self._write_blob, file_id, content)
         obj = {
             "id": file_id,
             "object": "file",

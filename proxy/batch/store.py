@@ -12,8 +12,10 @@ that has a result is never run again, whatever restarts happen.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -68,6 +70,7 @@ class DirStore:
         self._files: dict[str, Record] = {}
         self._batches: dict[str, Record] = {}
         self._lines: dict[str, dict[int, Record]] = {}
+        self._lock = threading.Lock()
 
     def _dir(self, sub: str) -> Path:
         """A folder of the store, made on first write (a proxy that never sees a batch
@@ -97,7 +100,8 @@ class DirStore:
             self._lines[p.stem] = lines
 
     async def put_file(self, obj: Record) -> None:
-        _write_atomic(self._dir("files") / f"{obj['id']}.json", _dumps(obj))
+        path = self._dir("files") / f"{obj['id']}.json"
+        await asyncio.to_thread(_write_atomic, path, _dumps(obj))  # fsync: off the loop
         self._files[obj["id"]] = obj
 
     async def get_file(self, file_id: str) -> Record | None:
@@ -111,7 +115,8 @@ class DirStore:
         return list(self._files.values())
 
     async def put_batch(self, obj: Record) -> None:
-        _write_atomic(self._dir("batches") / f"{obj['id']}.json", _dumps(obj))
+        path = self._dir("batches") / f"{obj['id']}.json"
+        await asyncio.to_thread(_write_atomic, path, _dumps(obj))
         self._batches[obj["id"]] = obj
 
     async def get_batch(self, batch_id: str) -> Record | None:
@@ -125,12 +130,17 @@ class DirStore:
         old = lines.get(index)
         if old is not None and old.get("final"):
             return False
-        with open(self._dir("lines") / f"{batch_id}.jsonl", "a", encoding="utf-8") as f:
-            f.write(_dumps({"_i": index, **record}) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        path = self._dir("lines") / f"{batch_id}.jsonl"
+        await asyncio.to_thread(self._append, path, _dumps({"_i": index, **record}) + "\n")
         lines[index] = record
         return True
+
+    def _append(self, path: Path, text: str) -> None:
+        """One record appended and fsynced (in a thread: the loop serves live traffic)."""
+        with self._lock, open(path, "a", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
 
     async def lines(self, batch_id: str) -> dict[int, Record]:
         return dict(self._lines.get(batch_id, {}))
