@@ -425,3 +425,52 @@ def test_cancel_and_expiry_say_why(tmp_path: Path) -> None:
         with pytest.raises(openai.APIStatusError) as err:
             c.batches.cancel(b.id)
         assert err.value.status_code == 409
+
+
+def test_batch_lines_never_push_live_requests_to_the_api(tmp_path: Path) -> None:
+    """A spillover alias sends live requests to the API past `spillover.max_inflight`
+    live requests on the GPU; batch lines in flight must not count toward it."""
+    with (
+        run_simulator(tmp_path, "vllm", args=["--speed", "1"]) as sim,
+        run_simulator(tmp_path, "api", args=["--speed", "50"], name="api") as api,
+    ):
+        cfg = config(
+            tmp_path,
+            sim,
+            api,
+            aliases={"chat": {"utilization_threshold": 1.0, "max_inflight": 5}},
+        )
+        cfg["backends"]["oai"]["batch"] = False
+        cfg["models"]["chat"]["strategy"] = "spillover"
+        cfg["models"]["chat"]["spillover"] = {"max_inflight": 6}
+        with run_proxy(tmp_path, cfg) as proxy:
+            c = client(proxy)
+            b = submit(c, jsonl(40, "x", max_tokens=400))
+            deadline = time.monotonic() + 20
+            while proxy.metric("hybridgate_inflight_requests", backend="local") < 5:
+                assert time.monotonic() < deadline, "the batch never filled its 5 lines"
+                time.sleep(0.02)
+            served: list[str] = []
+
+            def live() -> None:
+                r = httpx.post(
+                    f"{proxy.base_url}/chat/completions",
+                    headers={"Authorization": f"Bearer {KEY_B}"},
+                    json={
+                        "model": "chat",
+                        "max_tokens": 2,
+                        "messages": [{"role": "user", "content": "live"}],
+                    },
+                    timeout=30,
+                )
+                assert r.status_code == 200
+                served.append(r.headers["x-hybridgate-backend"])
+
+            threads = [threading.Thread(target=live) for _ in range(3)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=30)
+            assert served == ["local"] * 3  # 3 live + 5 batch: live alone is under 6
+            c.batches.cancel(b.id)
+            assert wait_done(c, b.id).status == "cancelled"

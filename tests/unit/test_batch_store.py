@@ -64,3 +64,39 @@ def test_lines_each_a_request_or_its_own_error() -> None:
     assert isinstance(parsed[2], BadLine) and parsed[2].code == "duplicate_custom_id"
     emb = parse_lines(json.dumps(ok).encode(), "/v1/embeddings", ALIASES)[0]
     assert isinstance(emb, BadLine) and emb.code == "mismatched_url"
+
+
+def test_check_refuses_a_batch_policy_that_points_nowhere() -> None:
+    import pytest
+
+    from proxy.config import ConfigError, parse_config
+
+    text = """
+backends:
+  gpu: {base_url: "http://127.0.0.1:1/v1", pool: p}
+  oai: {base_url: "http://127.0.0.1:2/v1"}
+  other: {base_url: "http://127.0.0.1:3/v1", batch: true}
+gpu_pools: {p: {gpus: 1, usd_per_gpu_hour: 1}}
+models:
+  chat: {targets: [{backend: gpu, model: m}, {backend: oai, model: gpt-4o-mini}]}
+batch:
+  aliases:
+    chat: {provider: oai}
+    nope: {}
+"""
+    with pytest.raises(ConfigError) as err:
+        parse_config(text)
+    assert err.value.problems == [
+        "batch.aliases.chat.provider: backend 'oai' needs type openai, batch: true",
+        "batch.aliases.nope: unknown model alias 'nope' (known: chat)",
+    ]
+    with pytest.raises(ConfigError) as err:
+        parse_config(text.replace("chat: {provider: oai}", "chat: {provider: other}"))
+    assert "batch.aliases.chat.provider: 'other' is not a target of 'chat'" in err.value.problems
+    ok = parse_config(
+        text.replace("    nope: {}\n", "").replace(
+            'oai: {base_url: "http://127.0.0.1:2/v1"}',
+            'oai: {base_url: "http://127.0.0.1:2/v1", batch: true}',
+        )
+    )
+    assert ok.batch.aliases["chat"].provider == "oai"
