@@ -145,10 +145,10 @@ class BatchService:
             os.fsync(f.fileno())
         os.replace(tmp, self.blobs / file_id)
 
-    async def create_file(
-        self, owner: dict[str, str], filename: str, purpose: str, content: bytes
+    async def _store_file(
+        self, file_id: str, filename: str, purpose: str, content: bytes, owner: dict[str, str]
     ) -> dict[str, Any]:
-        file_id = f"file-{secrets.token_hex(12)}"
+        """The blob on disk first, then its file object: a stored object has its bytes."""
         await asyncio.to_thread(self._write_blob, file_id, content)
         obj = {
             "id": file_id,
@@ -165,6 +165,13 @@ class BatchService:
         await self.store.put_file(obj)
         return obj
 
+    async def create_file(
+        self, owner: dict[str, str], filename: str, purpose: str, content: bytes
+    ) -> dict[str, Any]:
+        return await self._store_file(
+            f"file-{secrets.token_hex(12)}", filename, purpose, content, owner
+        )
+
     async def write_output(
         self, batch: dict[str, Any], what: str, lines: list[bytes]
     ) -> str | None:
@@ -174,20 +181,8 @@ class BatchService:
             return None
         file_id = f"file-{batch['id'].removeprefix('batch_')}{'o' if what == 'output' else 'e'}"
         content = b"\n".join(lines) + b"\n"
-        await asyncio.to_thread(self._write_blob, file_id, content)
-        obj = {
-            "id": file_id,
-            "object": "file",
-            "bytes": len(content),
-            "created_at": int(time.time()),
-            "filename": f"{batch['id']}_{what}.jsonl",
-            "purpose": "batch_output",
-            "status": "processed",
-            "status_details": None,
-            "expires_at": None,
-            "_owner": batch["_owner"],
-        }
-        await self.store.put_file(obj)
+        name = f"{batch['id']}_{what}.jsonl"
+        await self._store_file(file_id, name, "batch_output", content, batch["_owner"])
         return file_id
 
     async def owned_file(self, tenant: str, file_id: str) -> dict[str, Any]:
