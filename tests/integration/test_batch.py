@@ -474,3 +474,61 @@ def test_batch_lines_never_push_live_requests_to_the_api(tmp_path: Path) -> None
             assert served == ["local"] * 3  # 3 live + 5 batch: live alone is under 6
             c.batches.cancel(b.id)
             assert wait_done(c, b.id).status == "cancelled"
+
+
+def test_embeddings_lines_run_too(tmp_path: Path) -> None:
+    with (
+        run_simulator(tmp_path, "vllm", args=["--speed", "100"]) as sim,
+        run_proxy(tmp_path, config(tmp_path, sim)) as proxy,
+    ):
+        c = client(proxy)
+        content = "\n".join(
+            json.dumps({"custom_id": f"e{i}", "method": "POST", "url": "/v1/embeddings",
+                        "body": {"model": "chat", "input": f"text {i}", "user": f"e{i}"}})
+            for i in range(5)
+        ).encode()  # fmt: skip
+        f = c.files.create(file=("emb.jsonl", content), purpose="batch")
+        b = c.batches.create(input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h")
+        b = wait_done(c, b.id)
+        assert (b.status, b.request_counts.completed) == ("completed", 5)
+        lines = results(c, b)
+        assert all(x["response"]["body"]["object"] == "list" for x in lines)
+        assert all(x["response"]["body"]["data"][0]["embedding"] for x in lines)
+        events = batch_events(tmp_path, 5)
+        assert [e["endpoint"] for e in events] == ["embeddings"] * 5
+
+
+def test_proxy_killed_while_the_provider_runs_the_batch_submits_it_once(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    with (
+        run_redis(tmp_path) as redis_server,
+        run_simulator(tmp_path, "vllm", args=["--speed", "100"]) as sim,
+        run_simulator(
+            tmp_path, "api", args=["--speed", "1", "--batch-seconds", "4"], name="api"
+        ) as api,
+    ):
+        cfg = config(tmp_path, sim, api, aliases={"chat": {"mode": "provider", "provider": "oai"}})
+        cfg["state"] = {"url": redis_server.url}
+        with run_proxy(tmp_path, cfg, port=port, name="first") as proxy:
+            c = client(proxy)
+            b = submit(c, jsonl(20, "v"))
+            deadline = time.monotonic() + 20
+            while api.stats(detail=False)["batches_created"] == 0:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            proxy.proc.kill()  # the provider's batch is still in progress
+        with run_proxy(tmp_path, cfg, port=port, name="second") as proxy:
+            c = client(proxy)
+            done = wait_done(c, b.id)
+            lines = results(c, done)
+            assert (
+                proxy.metric("hybridgate_batch_lines_total", outcome="completed", ran="provider")
+                == 20
+            )
+        assert done.status == "completed" and done.request_counts.completed == 20
+        assert sorted(x["custom_id"] for x in lines) == sorted(f"v{i}" for i in range(20))
+        stats = api.stats(detail=False)
+        assert stats["batches_created"] == 1  # polled again after the restart, not resubmitted
+        assert stats["batch_lines_by_custom_id"] == {f"v{i}": 1 for i in range(20)}
