@@ -204,6 +204,7 @@ class Backend(_Strict):
     anthropic_version: str = "2023-06-01"
     default_max_tokens: Annotated[int, Field(ge=1)] = 4096
     thinking: Literal["drop", "pass"] = "drop"
+    batch: bool = False  # serves OpenAI's Batch API (files + batches): a batch provider
 
     @model_validator(mode="before")
     @classmethod
@@ -402,6 +403,27 @@ class Responses(_Strict):
     retention_s: Annotated[float, Field(gt=0)] = 30 * 24 * 3600.0  # OpenAI keeps 30 days
 
 
+class BatchPolicy(_Strict):
+    """How the lines of one alias run (docs/config.md, "Batch jobs")."""
+
+    mode: Literal["auto", "self_hosted", "provider"] = "auto"
+    utilization_threshold: Annotated[float, Field(gt=0, le=1)] = 0.8
+    max_inflight: Annotated[int, Field(ge=1)] = 4
+    provider: str | None = None  # a backend with `batch: true`, an API target of the alias
+    forward_after_stall_s: Annotated[float, Field(gt=0)] = 600.0
+    forward_at_window_fraction: Annotated[float, Field(ge=0, le=1)] = 0.75
+
+
+class BatchConfig(_Strict):
+    dir: str = "./hybridgate-batch"
+    max_file_bytes: Annotated[int, Field(ge=1)] = 200 * 1024 * 1024
+    max_lines: Annotated[int, Field(ge=1)] = 50_000
+    window_s: Annotated[float, Field(gt=0)] = 86400.0  # how long "24h" lasts (tests shrink it)
+    poll_interval_s: Annotated[float, Field(gt=0)] = 30.0
+    interrupted: Literal["error", "rerun"] = "error"
+    aliases: dict[str, BatchPolicy] = {}
+
+
 class Config(_Strict):
     listen: Listen = Listen()
     state: State = State()
@@ -422,6 +444,7 @@ class Config(_Strict):
     metrics: MetricsAccess = MetricsAccess()
     request_log: RequestLogConfig = RequestLogConfig()
     responses: Responses = Responses()
+    batch: BatchConfig = BatchConfig()
 
     def backend_of(self, target: Target) -> Backend:
         return self.backends[target.backend]
@@ -565,6 +588,39 @@ def _reference_problems(raw: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def _batch_problems(raw: Mapping[str, Any]) -> list[str]:
+    """`batch.aliases`: known aliases; a provider is a `batch: true` openai backend the
+    alias already targets (its model and price are the target's)."""
+    problems: list[str] = []
+    backends = _section(raw, "backends")
+    models = _section(raw, "models")
+    for alias, policy in _section(_section(raw, "batch"), "aliases").items():
+        where = f"batch.aliases.{alias}"
+        if alias not in models:
+            problems.append(f"{where}: unknown model alias '{alias}'{_known(models)}")
+            continue
+        provider = policy.get("provider") if isinstance(policy, dict) else None
+        if not isinstance(provider, str):
+            if isinstance(policy, dict) and policy.get("mode") == "provider":
+                problems.append(f"{where}.mode: 'provider' needs 'provider: <backend>'")
+            continue
+        b = backends.get(provider)
+        if not isinstance(b, dict):
+            problems.append(f"{where}.provider: unknown backend '{provider}'{_known(backends)}")
+        elif b.get("batch") is not True or b.get("type", "openai") != "openai":
+            problems.append(
+                f"{where}.provider: backend '{provider}' needs type openai, batch: true"
+            )
+        else:
+            spec = models[alias] if isinstance(models[alias], dict) else {}
+            targets = spec.get("targets")
+            if not isinstance(targets, list) or not any(
+                isinstance(t, dict) and t.get("backend") == provider for t in targets
+            ):
+                problems.append(f"{where}.provider: '{provider}' is not a target of '{alias}'")
+    return problems
+
+
 def _known(names: Mapping[str, Any]) -> str:
     return f" (known: {', '.join(sorted(map(str, names)))})" if names else " (none defined)"
 
@@ -591,6 +647,7 @@ def parse_config(
     except ValidationError as exc:
         problems.extend(_pydantic_problems(exc))
     problems.extend(_reference_problems(raw))
+    problems.extend(_batch_problems(raw))
     if problems or config is None:
         raise ConfigError(problems, source)
     return config

@@ -72,6 +72,13 @@ class Runtime:
         self.inflight: dict[str, int] = previous.inflight if previous is not None else {}
         for name in config.backends:
             self.inflight.setdefault(name, 0)
+        # Batch lines in flight (proxy/batch/): apart, so routing (spillover headroom,
+        # least_busy) sees live requests only and batch work never pushes them to an API.
+        self.batch_inflight: dict[str, int] = (
+            previous.batch_inflight if previous is not None else {}
+        )
+        for name in config.backends:
+            self.batch_inflight.setdefault(name, 0)
         self.requests_inflight = 0
         # With --workers: requests queued for each backend's slots in the workers, summed
         # by the hub (proxy/multiproc/hub.py) for its gauge; empty in a single process.
@@ -124,7 +131,7 @@ class Runtime:
             metrics.backend_info.labels(name, kind, b.pool or "").set(1)
 
     def _inflight_gauge(self, name: str) -> Callable[[], float]:
-        return lambda: self.inflight[name]
+        return lambda: self.inflight[name] + self.batch_inflight[name]
 
     def _queued_gauge(self, name: str, slots: Slots) -> Callable[[], float]:
         return lambda: slots.waiting + self.worker_queued.get(name, 0)

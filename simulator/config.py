@@ -50,6 +50,9 @@ class SimConfig:
     ttft_ms: float = 250.0
     itl_ms: float = 10.0
     rpm_limit: int | None = None
+    # api mode's Batch API: a batch stays in progress this long (before --speed).
+    batch_seconds: float = 5.0
+    batch_concurrency: int = 8
     # anthropic mode: prompt tokens reported as read from / written to the prompt cache.
     cache_read_tokens: int = 0
     cache_creation_tokens: int = 0
@@ -151,6 +154,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="enforce N requests/minute with 429 (headers are always sent)",
     )
+    a.add_argument(
+        "--batch-seconds",
+        type=float,
+        default=d.batch_seconds,
+        help="Batch API: a batch completes no sooner than this (divided by --speed)",
+    )
+    a.add_argument("--batch-concurrency", type=int, default=d.batch_concurrency)
 
     an = p.add_argument_group("anthropic mode (POST /v1/messages)")
     an.add_argument(
@@ -246,6 +256,8 @@ def from_args(ns: argparse.Namespace) -> SimConfig:
         ttft_ms=ns.ttft_ms,
         itl_ms=ns.itl_ms,
         rpm_limit=ns.rpm_limit,
+        batch_seconds=ns.batch_seconds,
+        batch_concurrency=ns.batch_concurrency,
         cache_read_tokens=ns.cache_read_tokens,
         cache_creation_tokens=ns.cache_creation_tokens,
         faults=faults,

@@ -21,6 +21,7 @@ import orjson
 from aiohttp import web
 
 from simulator.anthropic import AnthropicDialect, count_messages, parse_messages, valid_version
+from simulator.batches import BatchApi
 from simulator.config import SimConfig
 from simulator.engine import Engine, EngineLike, FixedLatencyEngine, Sequence, StepModel
 from simulator.faults import FaultError, Faults, FaultState
@@ -110,6 +111,12 @@ class SimServer:
         self.faults.update(dict(cfg.faults))
         self.rate = RateWindow(cfg.rpm_limit)
         self.prefix_cache = PrefixCache()
+        self.by_user: dict[str, int] = {}  # inference requests per body `user` (a marker)
+        self.batches: BatchApi | None = None
+        if cfg.mode == "api":  # OpenAI's Batch API (simulator/batches.py)
+            self.batches = BatchApi(
+                cfg.batch_seconds / cfg.speed, cfg.batch_concurrency, self._main_port
+            )
         self._ids = itertools.count(1)
         self.stored: dict[str, Stored] = {}  # api mode: stored responses, by id
         self._id_prefix = secrets.token_hex(4)
@@ -121,6 +128,9 @@ class SimServer:
         self._control_site: web.TCPSite | None = None
         self._relisten: asyncio.TimerHandle | None = None
         self._busy: set[asyncio.BaseTransport | None] = set()  # connections mid-request
+
+    def _main_port(self) -> int:
+        return self.port
 
     # -- wiring ---------------------------------------------------------------------
     def _build_app(self) -> web.Application:
@@ -139,6 +149,8 @@ class SimServer:
             r.add_delete("/v1/responses/{id}", self._logged(self._responses_delete))
             r.add_post("/v1/responses/{id}/cancel", self._logged(self._responses_cancel))
             r.add_get("/v1/responses/{id}/input_items", self._logged(self._responses_items))
+        if self.batches is not None:
+            self.batches.routes(r)
         r.add_get("/v1/models", self._logged(self._list_models))
         r.add_get("/health", self._logged(self._health))
         r.add_get("/version", self._logged(self._version))
@@ -363,7 +375,11 @@ class SimServer:
     async def _body(self, request: web.Request) -> Any:
         raw = await request.read()
         try:
-            return orjson.loads(raw)
+            data = orjson.loads(raw)
+            user = data.get("user") if isinstance(data, dict) else None
+            if isinstance(user, str):
+                self.by_user[user] = self.by_user.get(user, 0) + 1
+            return data
         except orjson.JSONDecodeError as exc:
             if self.anthropic:
                 raise RequestError(400, f"There was an error parsing the body: {exc}") from None
@@ -759,7 +775,11 @@ class SimServer:
 
     async def _sim_stats(self, request: web.Request) -> web.Response:
         detail = request.query.get("detail", "1") not in ("0", "false", "no")
-        return _json(self.stats.to_json(self.engine, self.cfg.mode, detail))
+        out = self.stats.to_json(self.engine, self.cfg.mode, detail)
+        out["requests_by_user"] = dict(self.by_user)
+        if self.batches is not None:
+            out.update(self.batches.stats())
+        return _json(out)
 
     async def _sim_reset(self, request: web.Request) -> web.Response:
         """Clear the books; requests in flight stay listed, their GPU time restarts at 0."""
@@ -767,6 +787,9 @@ class SimServer:
         self.stats.reset(keep)
         self.engine.reset_accounting()
         self.prefix_cache.clear()
+        self.by_user.clear()
+        if self.batches is not None:
+            self.batches.reset()
         return _json({"ok": True, "since": self.stats.since})
 
     async def _sim_get_faults(self, request: web.Request) -> web.Response:

@@ -139,6 +139,7 @@ def run_demo(
             "HYBRIDGATE_DEMO_KEY": app_key,
             "HYBRIDGATE_DEMO_VLLM_URL": f"http://127.0.0.1:{vllm_port}/v1",
             "HYBRIDGATE_DEMO_API_URL": f"http://127.0.0.1:{api_port}/v1",
+            "HYBRIDGATE_DEMO_BATCH_DIR": str(workdir / "batch"),
         }
         config = workdir / "hybridgate-demo.yaml"
         config.write_bytes(resources.files("proxy.demo").joinpath("config.yaml").read_bytes())

@@ -38,7 +38,11 @@ def register_routes(app: FastAPI, gate: Any) -> None:
                 param="window",
                 code="invalid_window",
             )
-        return JSONResponse(await gate.live.report(window))
+        report = await gate.live.report(window)
+        batch = getattr(gate, "batch", None)
+        if batch is not None:  # batch jobs since start (proxy/batch/books.py)
+            report = {**report, "batch": batch.report()}
+        return JSONResponse(report)
 
     @app.get("/dashboard", include_in_schema=False)
     async def dashboard() -> HTMLResponse:

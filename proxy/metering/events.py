@@ -50,6 +50,8 @@ class UsageEvent:
     self_hosted: bool = False
     unpriced: bool = False  # served by an API model with no known price: cost unknown, not $0
     upstream_request_id: str | None = None  # the upstream's x-request-id, passed to the client
+    kind: str = "live"  # live | batch (a line of a batch job: proxy/batch/)
+    batch_tier: bool = False  # served by a provider's Batch API: priced at its batch tier
 
     @property
     def failovers(self) -> int:

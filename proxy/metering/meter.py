@@ -184,7 +184,7 @@ class Meter:
                 ev.prompt_tokens,
                 ev.completion_tokens,
                 ev.cached_tokens,
-                False,
+                ev.batch_tier,
                 ev.cache_write_tokens,
             )
             if ev.attempts:

@@ -47,6 +47,7 @@ from proxy.request.dialect import (
 )
 from proxy.request.errors import ProxyError, error_body, normalize_upstream_error
 from proxy.request.failover import failover_reason
+from proxy.request.internal import InternalCall
 from proxy.request.responses import HoldEnd, Turn, reasoning_tokens
 from proxy.request.sse import UsageTap
 from proxy.request.stored import serve_stored
@@ -160,7 +161,7 @@ class Handler:
     def __init__(self, runtime_ref: Callable[[], Runtime]) -> None:
         self._rt = runtime_ref
 
-    async def serve(self, exchange: Exchange, path: str) -> None:
+    async def serve(self, exchange: Exchange, path: str, call: InternalCall | None = None) -> None:
         rt = self._rt()
         endpoint = ENDPOINTS.get(path)
         if endpoint is None:  # "METHOD /v1/responses/{id}[/...]": a stored response
@@ -172,6 +173,9 @@ class Handler:
             endpoint=endpoint,
         )
         req = _Request(rt, ev, exchange, time.perf_counter())
+        if call is not None:  # a request of the proxy's own (proxy/request/internal.py)
+            ev.kind = call.kind
+            req.internal = call
         rt.requests_inflight += 1
         try:
             await req.serve()
@@ -206,7 +210,10 @@ class Handler:
             rt.requests_inflight -= 1
             ev.duration_s = time.perf_counter() - req.t0
             ev.overhead_s = max(0.0, ev.duration_s - req.upstream_s)
-            rt.meter.finish(ev)
+            if call is None:
+                rt.meter.finish(ev)
+            else:
+                call.finish(ev)
 
 
 class _Request:
@@ -222,6 +229,7 @@ class _Request:
         "ev",
         "exchange",
         "extra",
+        "internal",
         "lease",
         "response_started",
         "rt",
@@ -256,11 +264,13 @@ class _Request:
         self.xl: Translation | None = None  # the current attempt's translation, if any
         self.extra = b""  # the client's anthropic-* header lines, for Anthropic targets
         self.turn: Turn | None = None  # /v1/responses: the conversation this turn continues
+        self.internal: InternalCall | None = None
 
     async def serve(self) -> None:
         rt, ev, exchange = self.rt, self.ev, self.exchange
         headers = dict(exchange.headers)
-        principal: Principal = rt.auth.client(headers)
+        internal = self.internal
+        principal: Principal = rt.auth.client(headers) if internal is None else internal.principal
         ev.tenant = rt.tenant_label(principal.tenant)
         ev.key_name = principal.key_name
         limit = rt.config.limits.max_body_bytes
@@ -295,6 +305,8 @@ class _Request:
         only = "self_hosted" if rt.state.admit(ev.tenant, ev.key_name, alias_name) else None
         if only is None and ev.tenant in rt.budgeted_tenants:
             only = "priced"  # never an API model whose spend the budget cannot count
+        if internal is not None and internal.only is not None and only != "self_hosted":
+            only = internal.only
         self.stream = ev.stream = bool(data.get("stream")) and ev.endpoint != "embeddings"
         route = RouteRequest(
             alias=alias_name,
@@ -398,7 +410,8 @@ class _Request:
             ev.attempts.append(attempt)
             ev.backend, ev.model = target.backend, target.model
             t_attempt = time.perf_counter()
-            rt.inflight[target.backend] += 1
+            inflight = rt.inflight if self.internal is None else rt.batch_inflight
+            inflight[target.backend] += 1
             share: Share | None = rt.meter.begin(target.backend, attempt)
             try:
                 await self.one_attempt(backend, path, body, target, share, attempt, i == n - 1)
@@ -416,7 +429,7 @@ class _Request:
                 if share is not None:
                     attempt.gpu_seconds = share.end()
                     ev.gpu_seconds += attempt.gpu_seconds
-                rt.inflight[target.backend] -= 1
+                inflight[target.backend] -= 1
                 slots.release()
             if attempt.reason is None:  # the backend answered, and not with a failure
                 ttft = None if ev.ttft_s is None else self.t0 + ev.ttft_s - t_attempt

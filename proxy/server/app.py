@@ -17,6 +17,8 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from proxy.batch.routes import register_routes as register_batch_routes
+from proxy.batch.service import BatchService
 from proxy.config import Config
 from proxy.live import LiveCosts
 from proxy.live import register_routes as register_live_routes
@@ -78,6 +80,7 @@ class Serving(Role):
         metrics, meter = gate.metrics, gate.runtime.meter
         metrics.registry.register(StateCollector(gate.state))
         gate.live = LiveCosts(gate)  # the windowed cost model outlives reloads, like metrics
+        gate.batch = BatchService(gate)  # Batch API jobs (proxy/batch/)
         gate.crosscheck = EngineCrossCheck(
             lambda: gate.runtime.control.engines,
             metrics.metered_tokens,
@@ -88,6 +91,7 @@ class Serving(Role):
         metrics.add_pool_collector(lambda: gate.live.pool_rows())
         meter.add_fast_sink(metrics.observe)
         meter.add_fast_sink(gate.live.window.observe)
+        meter.add_fast_sink(gate.batch.books.observe)
         if gate.runtime.config.request_log.path:
             meter.add_slow_sink(RequestLog(gate.runtime.config.request_log.path))
         # FastAPI types ASGI over MutableMapping, proxy.exchange over dict: the same calls.
@@ -96,8 +100,10 @@ class Serving(Role):
     async def start(self, gate: HybridGateApp) -> None:
         gate.live.start()
         gate.crosscheck.start()
+        await gate.batch.start()
 
     async def stop(self, gate: HybridGateApp) -> None:
+        await gate.batch.stop()
         await gate.live.stop()
         await gate.crosscheck.stop()
 
@@ -108,6 +114,7 @@ class HybridGateApp:
 
     live: LiveCosts  # Serving only
     crosscheck: EngineCrossCheck  # Serving only
+    batch: BatchService  # Serving only
 
     def __init__(
         self,
@@ -250,6 +257,8 @@ def build_ops_app(gate: HybridGateApp) -> FastAPI:
 
     register_reload_routes(app, gate)
     register_live_routes(app, gate)
+    if hasattr(gate, "batch"):
+        register_batch_routes(app, gate)
     install_openapi(app, gate)  # after the routes: documents them and the OpenAI ones
 
     @app.get("/metrics")
