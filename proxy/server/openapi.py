@@ -328,7 +328,7 @@ def _request_schemas(aliases: list[str]) -> dict[str, Any]:
             "description": "Keep the response (per tenant, `responses.retention_s`) for "
             "`previous_response_id` and GET/DELETE.",
         },
-        "previous_response_id": {"type": ["string", "null"]},
+        "previous_response_id": {"type": ["string", "null"], "minLength": 1},
         "background": {"type": ["boolean", "null"]},
         "tools": {"type": "array", "items": {"type": "object"}},
         "tool_choice": {"anyOf": [{"enum": ["none", "auto", "required"]}, {"type": "object"}]},
