@@ -17,6 +17,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from tests.support.metering import USD_PER_GPU_HOUR, drive, metering_stack
 from tests.support.proxy import ProxyHandle, parse_metrics, read_log
 from tests.support.routing import KEY, wait_for
 from tests.support.servers import PYTHON
+from tests.support.sim import SimHandle
 
 N = 48
 
@@ -62,8 +64,10 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Any:
+@contextlib.contextmanager
+def workers_stack(tmp_path: Path) -> Iterator[tuple[ProxyHandle, SimHandle, Path]]:
+    """The metering stack with `--workers 2`, once both workers accept connections
+    (slow to start: each spawned worker imports the whole app)."""
     with metering_stack(tmp_path, proxy_args=["--workers", "2"]) as (proxy, vllm, _api, log):
         wait_for(lambda: len(_workers(proxy)) == 2, "two workers")
         seen: set[int] = set()
@@ -75,6 +79,23 @@ def stack(tmp_path: Path) -> Any:
 
         wait_for(both_accepting, "both workers accepting connections")
         yield proxy, vllm, log
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[tuple[ProxyHandle, SimHandle, Path]]:
+    """A stack of its own: books that start at zero."""
+    with workers_stack(tmp_path) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def shared_stack(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[ProxyHandle, SimHandle, Path]]:
+    """One stack for the tests that only look at what changes during them; the last of
+    them (reload, kill, then SIGTERM) stops it."""
+    with workers_stack(tmp_path_factory.mktemp("workers")) as s:
+        yield s
 
 
 @pytest.mark.serial  # compares timings with the upstream's own: runs alone
@@ -124,41 +145,10 @@ def test_books_exact_across_two_workers(stack: Any) -> None:
         assert m("hybridgate_inflight_requests", backend="local") == 0
 
 
-def test_reload_reaches_every_worker_then_kill_and_sigterm(stack: Any) -> None:
-    proxy, _vllm, log = stack
-    cfg = yaml.safe_load(proxy.config_path.read_text())
-    cfg["models"]["chat2"] = cfg["models"]["chat"]
-    proxy.config_path.write_text(yaml.safe_dump(cfg))
-    proxy.proc.signal(signal.SIGHUP)
-    # Each worker reloads on its own (a few hundred ms: prices are re-read); then all know it.
-    wait_for(lambda: all([_serves(proxy, "chat2") for _ in range(8)]), "every worker reloaded")
-    answers = [_serves(proxy, "chat2") for _ in range(16)]
-    assert all(answers)  # whichever worker took it knew the alias: every worker reloaded
-
-    first = _workers(proxy)
-    os.kill(first[0], signal.SIGKILL)
-    wait_for(lambda: len(w := _workers(proxy)) == 2 and first[0] not in w, "a replacement worker")
-    wait_for(lambda: _serves(proxy), "serving after the restart", timeout=30)
-    with httpx.Client(timeout=30) as client:
-        for _ in range(12):
-            r = client.post(
-                f"{proxy.base_url}/chat/completions",
-                headers={"Authorization": f"Bearer {KEY}"},
-                json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]},
-            )
-            assert r.status_code == 200, r.text
-    wait_for(lambda: proxy.metric("hybridgate_requests_total") >= 12 + 17, "counted")
-    family = [proxy.proc.pid, *_workers(proxy)]
-    proxy.proc.signal(signal.SIGTERM)  # the supervisor only: it must stop its workers
-    proxy.proc.proc.wait(timeout=60)
-    assert proxy.proc.proc.returncode == 0
-    assert not [p for p in family if _alive(p)]
-    lines = len(log.read_text().splitlines())
-    assert lines >= 12 + 17  # the hub drained the request log before it exited
-
-
-def test_a_worker_killed_mid_request_leaves_no_weight_in_the_gpu_books(stack: Any) -> None:
-    proxy, vllm, _log = stack
+def test_a_worker_killed_mid_request_leaves_no_weight_in_the_gpu_books(
+    shared_stack: Any,
+) -> None:
+    proxy, vllm, _log = shared_stack
     vllm.set_faults(slow_first_token_s=60)
     client = httpx.Client(timeout=90)  # one connection: the health probe names its worker
     worker = client.get(f"{proxy.url}/health/live").json()["worker"]
@@ -192,6 +182,39 @@ def test_a_worker_killed_mid_request_leaves_no_weight_in_the_gpu_books(stack: An
     wait_for(lambda: provisioned() >= prov0 + 0.5, "the hub's clock to move on")
     assert busy() == pytest.approx(before, abs=1e-6)
     wait_for(lambda: _serves(proxy), "serving after the restart", timeout=30)
+
+
+def test_reload_reaches_every_worker_then_kill_and_sigterm(shared_stack: Any) -> None:
+    proxy, _vllm, log = shared_stack
+    cfg = yaml.safe_load(proxy.config_path.read_text())
+    cfg["models"]["chat2"] = cfg["models"]["chat"]
+    proxy.config_path.write_text(yaml.safe_dump(cfg))
+    proxy.proc.signal(signal.SIGHUP)
+    # Each worker reloads on its own (a few hundred ms: prices are re-read); then all know it.
+    wait_for(lambda: all([_serves(proxy, "chat2") for _ in range(8)]), "every worker reloaded")
+    answers = [_serves(proxy, "chat2") for _ in range(16)]
+    assert all(answers)  # whichever worker took it knew the alias: every worker reloaded
+
+    first = _workers(proxy)
+    os.kill(first[0], signal.SIGKILL)
+    wait_for(lambda: len(w := _workers(proxy)) == 2 and first[0] not in w, "a replacement worker")
+    wait_for(lambda: _serves(proxy), "serving after the restart", timeout=30)
+    with httpx.Client(timeout=30) as client:
+        for _ in range(12):
+            r = client.post(
+                f"{proxy.base_url}/chat/completions",
+                headers={"Authorization": f"Bearer {KEY}"},
+                json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]},
+            )
+            assert r.status_code == 200, r.text
+    wait_for(lambda: proxy.metric("hybridgate_requests_total") >= 12 + 17, "counted")
+    family = [proxy.proc.pid, *_workers(proxy)]
+    proxy.proc.signal(signal.SIGTERM)  # the supervisor only: it must stop its workers
+    proxy.proc.proc.wait(timeout=60)
+    assert proxy.proc.proc.returncode == 0
+    assert not [p for p in family if _alive(p)]
+    lines = len(log.read_text().splitlines())
+    assert lines >= 12 + 17  # the hub drained the request log before it exited
 
 
 def _post_quietly(client: httpx.Client, url: str) -> None:
