@@ -21,7 +21,7 @@ import pytest
 from costing.prices import PriceTable
 from tests.support.exposition import samples_sum
 from tests.support.proxy import ProxyHandle, parse_metrics
-from tests.support.routing import KEY, hybrid_config
+from tests.support.routing import KEY, hybrid_config, wait_for
 from tests.support.stack import run_stack
 
 USD_PER_GPU_HOUR = 2.5
@@ -135,6 +135,8 @@ def run_soak(tmp_path: Path, *, requests: int | None = None, seconds: float | No
         assert rss_end < rss_start * 1.10
         assert fd_end <= fd_start + 5
 
+        # Every answer was read whole; its event may reach the books a moment later.
+        wait_for(lambda: proxy.metric("hybridgate_requests_total") == counts["sent"], "every event")
         metric = functools.partial(samples_sum, parse_metrics(proxy.metrics_text()))
         assert metric("hybridgate_requests_total") == counts["sent"]
         assert metric("hybridgate_failovers_total", from_backend="local") == injected
