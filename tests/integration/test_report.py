@@ -208,7 +208,7 @@ def test_gauges_follow_the_report(live: tuple[ProxyHandle, Traffic]) -> None:
         be = metric_value(text, "hybridgate_breakeven_requests_per_month")
         if be == hand["breakeven"] or time.monotonic() > deadline:
             break
-        time.sleep(0.5)
+        time.sleep(0.1)
     assert be == hand["breakeven"]
     assert cents(
         metric_value(text, "hybridgate_tco_monthly_usd", scenario="selfhosted_only")
