@@ -10,8 +10,8 @@ import httpx
 
 from proxy.config import parse_config
 from proxy.metering.pricing import load_prices, price_problems
-from tests.support.proxy import run_proxy
-from tests.support.sim import SimHandle, run_simulator
+from tests.support.sim import SimHandle
+from tests.support.stack import run_stack
 
 BUDGETED = "sk-budgeted-tenant-key-0001"
 FREE = "sk-unbudgeted-tenant-key-0002"
@@ -50,11 +50,8 @@ def _ask(url: str, key: str, alias: str) -> httpx.Response:
 
 
 def test_budgeted_tenant_is_refused_an_unpriced_api_model(tmp_path: Path) -> None:
-    with (
-        run_simulator(tmp_path, "api") as api,
-        run_simulator(tmp_path, "vllm") as vllm,
-        run_proxy(tmp_path, _config(api, vllm)) as p,
-    ):
+    with run_stack(tmp_path, lambda vllm, api: _config(api, vllm), local_args=(), api_args=()) as s:
+        p, api = s.proxy, s.api
         for _ in range(5):  # never free: not once, not after the budget "holds"
             r = _ask(p.base_url, BUDGETED, "mystery")
             assert r.status_code == 403, r.text

@@ -1,4 +1,4 @@
-"""`hybridgate demo --duration 20 --exit`: runs end to end and leaves no process behind.
+"""`hybridgate demo --duration 6 --rps 30 --exit`: runs end to end and leaves no process behind.
 
 Every process the demo starts inherits its environment, so a unique marker variable
 finds them all in /proc afterwards, wherever they were re-parented.
@@ -72,7 +72,8 @@ class Demo:
 
 @pytest.mark.timeout(400)
 def test_demo_prints_the_report_and_leaves_nothing_behind() -> None:
-    with Demo("--duration", "20", "--exit") as demo:
+    # The whole compressed day, as many requests as the default 10 rps over 20 s, in 6 s.
+    with Demo("--duration", "6", "--rps", "30", "--exit") as demo:
         out, _ = demo.proc.communicate(timeout=360)
     assert demo.proc.returncode == 0, out[-4000:]
     assert demo.survivors == [], f"processes left behind: {demo.survivors}"

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.test_metering import _drive
+from tests.support.metering import drive as _drive
 from tests.support.proxy import ProxyHandle, parse_metrics, run_proxy
 from tests.support.redis import RedisHandle, run_redis
 from tests.support.routing import wait_for

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import statistics
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import httpx
@@ -14,97 +14,15 @@ import openai
 import pytest
 
 from costing.prices import PriceTable
-from tests.support.proxy import parse_metrics, read_log, run_proxy
-from tests.support.routing import wait_for
-from tests.support.sim import SimHandle, run_simulator
-
-KEY = "sk-metering-key-5b1f0e9a7c"
-ADMIN = "admin-metering-key-33aa"
-USD_PER_GPU_HOUR = 2.5
-
-
-def config(vllm: SimHandle, api: SimHandle, log: Path, **extra: Any) -> dict[str, Any]:
-    cfg: dict[str, Any] = {
-        "auth": {"admin_key": ADMIN, "keys": [{"key": KEY, "tenant": "team-a"}]},
-        "tenants": {"team-a": {}},
-        "request_log": {"path": str(log)},
-        "gpu_pools": {
-            "h100": {"gpus": 1, "billing": "rental", "usd_per_gpu_hour": USD_PER_GPU_HOUR}
-        },
-        "backends": {
-            "local": {
-                "type": "openai",
-                "base_url": vllm.base_url,
-                "pool": "h100",
-                "max_concurrency": 64,
-            },
-            "api": {"type": "openai", "base_url": api.base_url},
-        },
-        "models": {
-            "chat": {
-                "targets": [
-                    {"backend": "local", "model": "sim-model"},
-                    {"backend": "api", "model": "gpt-4o-mini"},
-                ],
-                "compare_to": {"model": "gpt-4o-mini"},
-            },
-            "frontier": {"targets": [{"backend": "api", "model": "gpt-4o-mini"}]},
-        },
-    }
-    cfg.update(extra)
-    return cfg
-
-
-async def _drive(
-    base_url: str | list[str],
-    jobs: list[dict[str, Any]],
-    concurrency: int,
-    keepalive: bool = True,
-    key: str = KEY,
-    return_exceptions: bool = False,
-) -> list[Any]:
-    """Send `jobs` at `concurrency`; without keep-alive every request is a new connection
-    (so several worker processes sharing a listening socket each get some). Several base
-    URLs (replicas): job i goes to URL i % len(urls)."""
-    urls = [base_url] if isinstance(base_url, str) else base_url
-    http = (
-        None
-        if keepalive
-        else httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0), timeout=60)
-    )
-    clients = [
-        openai.AsyncOpenAI(base_url=u, api_key=key, max_retries=0, http_client=http, timeout=60)
-        for u in urls
-    ]
-    sem = asyncio.Semaphore(concurrency)
-
-    async def one(i: int, job: dict[str, Any]) -> Any:
-        client = clients[i % len(clients)]
-        async with sem:
-            if job.pop("_stream", False):
-                stream = await client.chat.completions.create(
-                    **job, stream=True, stream_options={"include_usage": True}
-                )
-                return [c async for c in stream][-1]
-            return await client.chat.completions.create(**job)
-
-    try:
-        return await asyncio.gather(
-            *(one(i, dict(j)) for i, j in enumerate(jobs)), return_exceptions=return_exceptions
-        )
-    finally:
-        for c in clients:
-            await c.close()
+from tests.support.exposition import samples_sum
+from tests.support.metering import USD_PER_GPU_HOUR, drive, metering_stack
+from tests.support.proxy import parse_metrics, read_log
+from tests.support.routing import ADMIN, KEY, wait_for
 
 
 @pytest.mark.serial  # compares timings with the upstream's own: runs alone
 def test_gpu_seconds_match_the_engine_and_books_balance(tmp_path: Path) -> None:
-    log = tmp_path / "requests.jsonl"
-    with (
-        run_simulator(tmp_path, "vllm") as vllm,
-        run_simulator(tmp_path, "api", name="api") as api,
-        run_proxy(tmp_path, config(vllm, api, log)) as proxy,
-    ):
+    with metering_stack(tmp_path) as (proxy, vllm, _api, log):
         # 64 requests, 16 at a time; prompt and completion lengths vary, and each completion
         # length is unique so the engine's records can be matched to the proxy's events.
         jobs = [
@@ -116,7 +34,7 @@ def test_gpu_seconds_match_the_engine_and_books_balance(tmp_path: Path) -> None:
             }
             for i in range(64)
         ]
-        asyncio.run(_drive(proxy.base_url, jobs, 16))
+        asyncio.run(drive(proxy.base_url, jobs, 16))
         events = read_log(log, 64)
         assert len(events) == 64
         assert all(e["backend"] == "local" and e["outcome"] == "success" for e in events)
@@ -143,14 +61,7 @@ def test_gpu_seconds_match_the_engine_and_books_balance(tmp_path: Path) -> None:
         assert abs(ours - engine) / engine < 0.02
 
         # Books: attributed GPU-seconds add up to busy GPU-seconds, and cost to busy × price.
-        samples = parse_metrics(proxy.metrics_text())
-
-        def m(name: str, **labels: str) -> float:
-            return sum(
-                v
-                for n, lab, v in samples
-                if n == name and all(lab.get(k) == x for k, x in labels.items())
-            )
+        m = functools.partial(samples_sum, parse_metrics(proxy.metrics_text()))
 
         busy = m("hybridgate_gpu_busy_seconds_total", pool="h100")
         assert math.isclose(busy, ours, rel_tol=1e-9)
@@ -174,12 +85,7 @@ def test_gpu_seconds_match_the_engine_and_books_balance(tmp_path: Path) -> None:
 
 
 def test_every_request_counted_once_whatever_happened(tmp_path: Path) -> None:
-    log = tmp_path / "requests.jsonl"
-    with (
-        run_simulator(tmp_path, "vllm", args=["--speed", "10"]) as vllm,
-        run_simulator(tmp_path, "api", name="api") as api,
-        run_proxy(tmp_path, config(vllm, api, log)) as proxy,
-    ):
+    with metering_stack(tmp_path, ["--speed", "10"]) as (proxy, vllm, api, log):
         client = openai.OpenAI(base_url=proxy.base_url, api_key=KEY, max_retries=0)
         msgs = [{"role": "user", "content": "count me exactly once"}]
         for _ in range(5):  # served by the API
@@ -247,11 +153,7 @@ def test_every_request_counted_once_whatever_happened(tmp_path: Path) -> None:
 
 
 def test_idle_time_is_visible(tmp_path: Path) -> None:
-    with (
-        run_simulator(tmp_path, "vllm", args=["--speed", "10"]) as vllm,
-        run_simulator(tmp_path, "api", name="api") as api,
-        run_proxy(tmp_path, config(vllm, api, tmp_path / "r.jsonl")) as proxy,
-    ):
+    with metering_stack(tmp_path, ["--speed", "10"]) as (proxy, _vllm, _api, _log):
         openai.OpenAI(base_url=proxy.base_url, api_key=KEY).chat.completions.create(
             model="chat", messages=[{"role": "user", "content": "x"}], max_tokens=5
         )
@@ -286,11 +188,7 @@ def test_idle_time_is_visible(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(300)
 def test_labels_never_come_from_client_input(tmp_path: Path) -> None:
-    with (
-        run_simulator(tmp_path, "vllm", args=["--speed", "10"]) as vllm,
-        run_simulator(tmp_path, "api", name="api") as api,
-        run_proxy(tmp_path, config(vllm, api, tmp_path / "r.jsonl")) as proxy,
-    ):
+    with metering_stack(tmp_path, ["--speed", "10"]) as (proxy, _vllm, _api, _log):
 
         def series() -> int:
             return len(parse_metrics(proxy.metrics_text()))

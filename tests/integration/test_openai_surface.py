@@ -11,8 +11,9 @@ import httpx
 import openai
 import pytest
 
-from tests.support.proxy import ProxyHandle, read_log, run_proxy
-from tests.support.sim import SimHandle, run_simulator
+from tests.support.proxy import ProxyHandle, read_log
+from tests.support.sim import SimHandle
+from tests.support.stack import run_stack
 
 KEY = "sk-surface-client-key-000111"
 MSGS = [{"role": "user", "content": "hi"}]
@@ -22,13 +23,9 @@ MSGS = [{"role": "user", "content": "hi"}]
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ProxyHandle, Path]]:
     tmp = tmp_path_factory.mktemp("surface")
     log = tmp / "requests.jsonl"
-    with (
-        run_simulator(tmp, "vllm") as vllm,  # sends no x-request-id
-        run_simulator(tmp, "api") as api,  # sends its own x-request-id
-    ):
-        cfg = _config(vllm, api, log)
-        with run_proxy(tmp, cfg) as p:
-            yield p, log
+    # The vLLM-like simulator sends no x-request-id, the API-like one its own.
+    with run_stack(tmp, lambda vllm, api: _config(vllm, api, log), local_args=(), api_args=()) as s:
+        yield s.proxy, log
 
 
 def _config(vllm: SimHandle, api: SimHandle, log: Path) -> dict[str, Any]:

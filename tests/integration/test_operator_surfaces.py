@@ -19,9 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.proxy import ProxyHandle, run_proxy
+from tests.support.proxy import ProxyHandle
 from tests.support.servers import REPO_ROOT
-from tests.support.sim import SimHandle, run_simulator
+from tests.support.sim import SimHandle
+from tests.support.stack import run_stack
 
 CLIENT_KEY = "sk-opsurf-client-8c1f2a90"
 OTHER_CLIENT_KEY = "sk-opsurf-client-second-7731"
@@ -70,12 +71,13 @@ def cfg(api: SimHandle, vllm: SimHandle, request_log: Path) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyHandle]:
     tmp = tmp_path_factory.mktemp("opsurf")
-    with (
-        run_simulator(tmp, "api", args=["--require-key", UPSTREAM_KEY, "--ttft-ms", "0"]) as api,
-        run_simulator(tmp, "vllm", args=["--require-key", VLLM_KEY, "--speed", "50"]) as vllm,
-        run_proxy(tmp, cfg(api, vllm, tmp / "requests.jsonl")) as p,
-    ):
-        yield p
+    with run_stack(
+        tmp,
+        lambda vllm, api: cfg(api, vllm, tmp / "requests.jsonl"),
+        local_args=["--require-key", VLLM_KEY, "--speed", "50"],
+        api_args=["--require-key", UPSTREAM_KEY, "--ttft-ms", "0"],
+    ) as s:
+        yield s.proxy
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.server
 import json
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 from tests.support.proxy import ProxyHandle, run_proxy
 from tests.support.servers import free_port
 from tests.support.sim import SimHandle, run_simulator
+from tests.support.stack import SIM_ARGS, run_stack
 
 KEY = "sk-core-test-key-0123456789"
 ADMIN = "admin-core-test-key-987654"
@@ -53,17 +55,26 @@ def core_config(vllm: SimHandle, api: SimHandle, dead_port: int) -> dict[str, An
     }
 
 
+@contextlib.contextmanager
+def core_stack(
+    tmp_path: Path, local_args: Sequence[str] = SIM_ARGS
+) -> Iterator[tuple[ProxyHandle, SimHandle, SimHandle]]:
+    """The simulators (the API one checks the upstream key) behind a proxy on `core_config`."""
+    with run_stack(
+        tmp_path,
+        lambda vllm, api: core_config(vllm, api, free_port()),
+        local_args=local_args,
+        api_args=["--require-key", UPSTREAM_KEY],
+    ) as s:
+        yield s.proxy, s.local, s.api
+
+
 @pytest.fixture(scope="module")
 def stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[ProxyHandle, SimHandle, SimHandle]]:
-    tmp = tmp_path_factory.mktemp("core")
-    with (
-        run_simulator(tmp, "vllm", args=["--speed", "20"]) as vllm,
-        run_simulator(tmp, "api", args=["--require-key", UPSTREAM_KEY], name="api") as api,
-        run_proxy(tmp, core_config(vllm, api, free_port())) as proxy,
-    ):
-        yield proxy, vllm, api
+    with core_stack(tmp_path_factory.mktemp("core")) as stack:
+        yield stack
 
 
 @pytest.fixture
@@ -237,11 +248,7 @@ def test_body_passes_through_untouched_but_the_model(tmp_path: Path) -> None:
 def test_streaming_is_incremental(tmp_path: Path) -> None:
     # 40 tokens at ~25 ms each: the first chunk must reach the client long before the last
     # is generated, i.e. while the simulator still has the request running.
-    with (
-        run_simulator(tmp_path, "vllm", args=["--decode-ms-per-seq", "25"]) as vllm,
-        run_simulator(tmp_path, "api", name="api") as api,
-        run_proxy(tmp_path, core_config(vllm, api, free_port())) as proxy,
-    ):
+    with core_stack(tmp_path, ["--decode-ms-per-seq", "25"]) as (proxy, vllm, _api):
         client = openai.OpenAI(base_url=proxy.base_url, api_key=KEY, max_retries=0)
         stream = client.chat.completions.create(
             model="chat", messages=MSGS, max_tokens=40, stream=True
@@ -255,11 +262,7 @@ def test_streaming_is_incremental(tmp_path: Path) -> None:
 
 
 def test_client_disconnect_cancels_upstream_and_is_metered(tmp_path: Path) -> None:
-    with (
-        run_simulator(tmp_path, "vllm", args=["--decode-ms-per-seq", "40"]) as vllm,
-        run_simulator(tmp_path, "api", name="api") as api,
-        run_proxy(tmp_path, core_config(vllm, api, free_port())) as proxy,
-    ):
+    with core_stack(tmp_path, ["--decode-ms-per-seq", "40"]) as (proxy, vllm, _api):
         body = {"model": "chat", "messages": MSGS, "max_tokens": 200, "stream": True}
         with httpx.stream(
             "POST",

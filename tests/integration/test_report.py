@@ -26,9 +26,10 @@ import httpx
 import openai
 import pytest
 
-from tests.support.proxy import ProxyHandle, metric_value, run_proxy
+from tests.support.proxy import ProxyHandle, metric_value
 from tests.support.servers import PYTHON
-from tests.support.sim import SimHandle, run_simulator
+from tests.support.sim import SimHandle
+from tests.support.stack import run_stack
 
 ADMIN = "admin-test-key"
 KEY = "team-key"
@@ -100,11 +101,8 @@ def proxy_with_traffic(
 ) -> Iterator[tuple[ProxyHandle, Traffic]]:
     """Simulators and a proxy, after `on_gpu` chat requests served by the vLLM, then
     `failed_over` that it refuses with 503 (served by the API), then `frontier` ones."""
-    with (
-        run_simulator(tmp_path, "vllm", args=["--model", "llama", "--speed", "20"]) as vllm,
-        run_simulator(tmp_path, "api", args=["--speed", "20"]) as api,
-        run_proxy(tmp_path, config(vllm, api)) as proxy,
-    ):
+    with run_stack(tmp_path, config, local_args=["--model", "llama", "--speed", "20"]) as s:
+        proxy, vllm = s.proxy, s.local
         client = openai.OpenAI(base_url=proxy.base_url, api_key=KEY, max_retries=0)
         traffic = Traffic()
         traffic.send(client, "chat", on_gpu, 20)
@@ -210,7 +208,7 @@ def test_gauges_follow_the_report(live: tuple[ProxyHandle, Traffic]) -> None:
         be = metric_value(text, "hybridgate_breakeven_requests_per_month")
         if be == hand["breakeven"] or time.monotonic() > deadline:
             break
-        time.sleep(0.5)
+        time.sleep(0.1)
     assert be == hand["breakeven"]
     assert cents(
         metric_value(text, "hybridgate_tco_monthly_usd", scenario="selfhosted_only")

@@ -14,7 +14,6 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,9 @@ import pytest
 
 from tests.support.proxy import ProxyHandle, metric_value, run_proxy
 from tests.support.redis import RedisHandle, run_redis
-from tests.support.sim import SimHandle, run_simulator
+from tests.support.routing import hybrid_config
+from tests.support.sim import SimHandle
+from tests.support.stack import Stack, run_stack, sim_pair
 
 KEY = "sk-state-team-a-0123456789"
 OTHER_KEY = "sk-state-team-b-0123456789"
@@ -41,52 +42,47 @@ BODY = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_t
 
 
 def config(
-    state_url: str,
-    sims: tuple[SimHandle, SimHandle],
+    local: SimHandle,
+    api: SimHandle,
     *,
+    state_url: str = "memory://",
     prefix: str = "hybridgate",
     budget: float | None = 0.5,
     over_budget: str = "self_hosted_only",
     key_limits: dict[str, int] | None = None,
     rate_window_s: float = 60.0,
 ) -> dict[str, Any]:
-    vllm, api = sims
     tenant: dict[str, Any] = {"over_budget": over_budget}
     if budget is not None:
         tenant["monthly_api_budget_usd"] = budget
-    return {
-        "state": {
+    return hybrid_config(
+        local,
+        api,
+        # API first: the tenant spends API money until its budget says otherwise.
+        chat={
+            "targets": [
+                {"backend": "api", "model": API_MODEL},
+                {"backend": "local", "model": "sim-model"},
+            ]
+        },
+        models={"local": {"targets": [{"backend": "local", "model": "sim-model"}]}},
+        state={
             "url": state_url,
             "flush_interval_s": F,
             "refresh_interval_s": I,
             "rate_window_s": rate_window_s,
             "prefix": prefix,
         },
-        "auth": {
+        auth={
             "admin_key": ADMIN,
             "keys": [
                 {"key": KEY, "tenant": "team-a", "name": "team-a-key", **(key_limits or {})},
                 {"key": OTHER_KEY, "tenant": "team-b", "name": "team-b-key"},
             ],
         },
-        "tenants": {"team-a": tenant, "team-b": {}},
-        "gpu_pools": {"h100": {"gpus": 1, "billing": "rental", "usd_per_gpu_hour": 2.5}},
-        "backends": {
-            "vllm": {"type": "openai", "base_url": vllm.base_url, "pool": "h100"},
-            "api": {"type": "openai", "base_url": api.base_url},
-        },
-        "models": {
-            # API first: the tenant spends API money until its budget says otherwise.
-            "chat": {
-                "targets": [
-                    {"backend": "api", "model": API_MODEL},
-                    {"backend": "vllm", "model": "sim-model"},
-                ]
-            },
-            "local": {"targets": [{"backend": "vllm", "model": "sim-model"}]},
-        },
-        "prices": {API_MODEL: {"input": 0, "output": 1000}},
-    }
+        tenants={"team-a": tenant, "team-b": {}},
+        prices={API_MODEL: {"input": 0, "output": 1000}},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -96,22 +92,11 @@ def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisHand
         yield r
 
 
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisHandle]:
-    """A Redis of its own, for a test that stops and starts it."""
-    with run_redis(tmp_path) as r:
-        yield r
-
-
 @pytest.fixture(scope="module")
 def sims(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SimHandle, SimHandle]]:
-    tmp = tmp_path_factory.mktemp("sims")
     api_args = ["--ttft-ms", str(API_LATENCY_S * 1000), "--itl-ms", "0"]
-    with (
-        run_simulator(tmp, "vllm", args=["--speed", "20"]) as vllm,
-        run_simulator(tmp, "api", args=api_args, name="api") as api,
-    ):
-        yield vllm, api
+    with sim_pair(tmp_path_factory.mktemp("sims"), api_args=api_args) as pair:
+        yield pair
 
 
 @pytest.fixture
@@ -122,22 +107,19 @@ def prefix(request: pytest.FixtureRequest, sims: tuple[SimHandle, SimHandle]) ->
 
 
 @contextlib.contextmanager
-def replicas(tmp_path: Path, cfg: dict[str, Any], n: int = 3) -> Iterator[list[ProxyHandle]]:
-    """`n` proxies with the same config, started in parallel (startup is import-bound)."""
-    with contextlib.ExitStack() as stack, ThreadPoolExecutor(n) as pool:
-        managers = [run_proxy(tmp_path, cfg, name=f"r{i}") for i in range(n)]
-        futures = [pool.submit(m.__enter__) for m in managers]
-        handles: list[ProxyHandle] = []
-        error: BaseException | None = None
-        for m, f in zip(managers, futures, strict=True):
-            try:
-                handles.append(f.result())
-                stack.push(m.__exit__)
-            except BaseException as exc:
-                error = error or exc
-        if error is not None:
-            raise error
-        yield handles
+def replicas(
+    tmp_path: Path,
+    sims: tuple[SimHandle, SimHandle],
+    n: int = 3,
+    redis: bool = False,
+    **cfg: Any,
+) -> Iterator[Stack]:
+    """`n` proxies running `config(**cfg)` in front of the module's simulators (and a
+    Redis of their own with `redis`, for a test that stops and starts it)."""
+    with run_stack(
+        tmp_path, lambda local, api: config(local, api, **cfg), sims=sims, redis=redis, replicas=n
+    ) as stack:
+        yield stack
 
 
 def durable(r: RedisHandle, prefix: str, tenant: str = "team-a") -> dict[str, int]:
@@ -247,11 +229,11 @@ def test_budget_across_replicas_goes_self_hosted_only(
     tmp_path: Path, shared_redis: RedisHandle, sims: tuple[SimHandle, SimHandle], prefix: str
 ) -> None:
     redis_server = shared_redis
-    cfg = config(redis_server.url, sims, prefix=prefix, budget=0.5)
-    with replicas(tmp_path, cfg) as proxies:
+    with replicas(tmp_path, sims, state_url=redis_server.url, prefix=prefix, budget=0.5) as s:
+        proxies = s.proxies
         for p in proxies:
             assert p.metric("hybridgate_tenant_budget_usd", tenant="team-a") == 0.5
-        results = drive(proxies, 2, last_n(3, lambda x: x[1] == "vllm"))
+        results = drive(proxies, 2, last_n(3, lambda x: x[1] == "local"))
         # Zero client-visible errors: over budget means self-hosted, not failure.
         assert {s for s, _, _ in results} == {200}
         api_ok = sum(1 for _, b, _ in results if b == "api")
@@ -265,7 +247,7 @@ def test_budget_across_replicas_goes_self_hosted_only(
             for _ in range(3):
                 r = p.chat(**BODY)
                 assert r.status_code == 200
-                assert r.headers["x-hybridgate-backend"] == "vllm"
+                assert r.headers["x-hybridgate-backend"] == "local"
             assert p.metric("hybridgate_tenant_budget_remaining_usd", tenant="team-a") <= 0
         # Another tenant without a budget still uses the API.
         r = httpx.post(
@@ -289,8 +271,16 @@ def test_budget_reject_mode_says_budget_and_reset(
     tmp_path: Path, shared_redis: RedisHandle, sims: tuple[SimHandle, SimHandle], prefix: str
 ) -> None:
     redis_server = shared_redis
-    cfg = config(redis_server.url, sims, prefix=prefix, budget=0.1, over_budget="reject")
-    with replicas(tmp_path, cfg, n=2) as proxies:
+    with replicas(
+        tmp_path,
+        sims,
+        n=2,
+        state_url=redis_server.url,
+        prefix=prefix,
+        budget=0.1,
+        over_budget="reject",
+    ) as s:
+        proxies = s.proxies
         results = drive(proxies, 1, last_n(2, lambda x: x[0] == 429))
         assert {s for s, _, _ in results} <= {200, 429}
         api_ok = sum(1 for s, b, _ in results if s == 200 and b == "api")
@@ -318,7 +308,7 @@ def test_restart_keeps_month_to_date_spend(
     tmp_path: Path, shared_redis: RedisHandle, sims: tuple[SimHandle, SimHandle], prefix: str
 ) -> None:
     redis_server = shared_redis
-    cfg = config(redis_server.url, sims, prefix=prefix, budget=0.05)
+    cfg = config(*sims, state_url=redis_server.url, prefix=prefix, budget=0.05)
     with run_proxy(tmp_path, cfg, name="first") as p:
         for _ in range(3):
             r = p.chat(**BODY)
@@ -334,31 +324,41 @@ def test_restart_keeps_month_to_date_spend(
         wait_until(lambda: settled([p]))
         # $0.05 spent across both lives of the proxy: the budget holds after a restart.
         r = p.chat(**BODY)
-        assert r.headers["x-hybridgate-backend"] == "vllm"
+        assert r.headers["x-hybridgate-backend"] == "local"
     assert durable(redis_server, prefix)["api_nano"] == 5 * COST_NANO
 
 
 def test_redis_outage_under_load_loses_nothing(
-    tmp_path: Path, own_redis: RedisHandle, sims: tuple[SimHandle, SimHandle], prefix: str
+    tmp_path: Path, sims: tuple[SimHandle, SimHandle], prefix: str
 ) -> None:
-    """Redis stopped for 10 s under load on three replicas, then started again."""
-    redis_server = own_redis
-    cfg = config(redis_server.url, sims, prefix=prefix, budget=1000.0)
-    with replicas(tmp_path, cfg) as proxies:
+    """Redis stopped under load on three replicas until each has served requests and
+    failed to flush while it was down, then started again."""
+    with replicas(tmp_path, sims, redis=True, prefix=prefix, budget=1000.0) as stack:
+        proxies, redis_server = stack.proxies, stack.redis
+        assert redis_server is not None
         marks: dict[str, float] = {}
+
+        def served() -> list[float]:
+            return [p.metric("hybridgate_requests_total") for p in proxies]
 
         def outage() -> None:
             try:
-                time.sleep(1.0)
+                # Load on every replica first, then the outage.
+                assert wait_until(lambda: all(n >= 5 for n in served()))
                 redis_server.stop()
-                down = time.monotonic()
                 # While Redis is down every replica says so, and why, and keeps serving.
                 assert wait_until(lambda: all(ready(p)["status"] == "degraded" for p in proxies))
                 for p in proxies:
                     body = ready(p)
                     assert body["ready"] is True
                     assert body["state"]["reason"].startswith("redis unreachable")
-                time.sleep(max(0.0, 10.0 - (time.monotonic() - down)))
+                down = served()
+                assert wait_until(
+                    lambda: all(
+                        n >= d + 20 and p.metric("hybridgate_state_flush_failures_total") > 0
+                        for p, n, d in zip(proxies, served(), down, strict=True)
+                    )
+                )
                 redis_server.start()
             finally:
                 marks["back"] = time.monotonic()
@@ -393,8 +393,8 @@ def test_redis_outage_under_load_loses_nothing(
         served_api = sum(1 for _, b, _ in results if b == "api")
         assert d["api_nano"] == round(prom_api * NANO) == served_api * COST_NANO
         # Self-hosted cost is GPU-seconds x price: each event is rounded to a nano-USD.
-        prom_local = total(proxies, "hybridgate_cost_usd_total", backend="vllm", tenant="team-a")
-        served_local = sum(1 for _, b, _ in results if b == "vllm")
+        prom_local = total(proxies, "hybridgate_cost_usd_total", backend="local", tenant="team-a")
+        served_local = sum(1 for _, b, _ in results if b == "local")
         assert abs(d["self_hosted_nano"] - prom_local * NANO) <= served_local
         assert d["completion_tokens"] == total(
             proxies, "hybridgate_tokens_total", kind="completion"
@@ -409,19 +409,18 @@ def test_rpm_holds_across_replicas(
     tmp_path: Path, shared_redis: RedisHandle, sims: tuple[SimHandle, SimHandle], prefix: str
 ) -> None:
     window = 30.0  # state.rate_window_s: "rpm: 60" means 60 per 30 s window here
-    cfg = config(
-        shared_redis.url,
+    with replicas(
+        tmp_path,
         sims,
+        state_url=shared_redis.url,
         prefix=prefix,
         budget=None,
         key_limits={"rpm": 60},
         rate_window_s=window,
-    )
-    with replicas(tmp_path, cfg) as proxies:
+    ) as s:
+        proxies = s.proxies
         # Run inside one window: wait for a fresh one if this one is too far along.
-        left = window - time.time() % window
-        if left < 15:
-            time.sleep(left + 0.05)
+        assert wait_until(lambda: window - time.time() % window >= 15, timeout=window)
         cutoff = (time.time() // window + 1) * window - 2
 
         def stop(mine: list[tuple[int, str | None, float]]) -> bool:
@@ -449,7 +448,7 @@ def test_tpm_counts_tokens_of_finished_requests(
     tmp_path: Path, sims: tuple[SimHandle, SimHandle], prefix: str
 ) -> None:
     """One replica on memory:// state: tokens come from each request's UsageEvent."""
-    cfg = config("memory://", sims, budget=None, key_limits={"tpm": 100})
+    cfg = config(*sims, budget=None, key_limits={"tpm": 100})
     with run_proxy(tmp_path, cfg) as p:
         client = openai.OpenAI(base_url=p.base_url, api_key=KEY, max_retries=0)
         used = 0

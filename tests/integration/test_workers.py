@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import os
 import re
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +25,12 @@ import httpx
 import pytest
 import yaml
 
-from tests.integration.test_metering import KEY, USD_PER_GPU_HOUR, _drive, config
-from tests.support.proxy import ProxyHandle, parse_metrics, read_log, run_proxy
-from tests.support.routing import wait_for
+from tests.support.exposition import samples_sum
+from tests.support.metering import USD_PER_GPU_HOUR, drive, metering_stack
+from tests.support.proxy import ProxyHandle, parse_metrics, read_log
+from tests.support.routing import KEY, wait_for
 from tests.support.servers import PYTHON
-from tests.support.sim import run_simulator
+from tests.support.sim import SimHandle
 
 N = 48
 
@@ -61,31 +64,38 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _sum(samples: list[tuple[str, dict[str, str], float]], name: str, **labels: str) -> float:
-    return math.fsum(
-        v for n, lab, v in samples if n == name and all(lab.get(k) == x for k, x in labels.items())
-    )
+@contextlib.contextmanager
+def workers_stack(tmp_path: Path) -> Iterator[tuple[ProxyHandle, SimHandle, Path]]:
+    """The metering stack with `--workers 2`, once both workers accept connections
+    (slow to start: each spawned worker imports the whole app)."""
+    with metering_stack(tmp_path, proxy_args=["--workers", "2"]) as (proxy, vllm, _api, log):
+        wait_for(lambda: len(_workers(proxy)) == 2, "two workers")
+        seen: set[int] = set()
+
+        def both_accepting() -> bool:  # a new connection per probe: any worker may take it
+            with httpx.Client(timeout=5) as c:
+                seen.add(c.get(f"{proxy.url}/health/live").json()["worker"])
+            return seen >= set(_workers(proxy))
+
+        wait_for(both_accepting, "both workers accepting connections")
+        yield proxy, vllm, log
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Any:
-    log = tmp_path / "requests.jsonl"
-    with (
-        run_simulator(tmp_path, "vllm") as vllm,
-        run_simulator(tmp_path, "api", name="api") as api,
-    ):
-        cfg = config(vllm, api, log)
-        with run_proxy(tmp_path, cfg, args=["--workers", "2"]) as proxy:
-            wait_for(lambda: len(_workers(proxy)) == 2, "two workers")
-            seen: set[int] = set()
+def stack(tmp_path: Path) -> Iterator[tuple[ProxyHandle, SimHandle, Path]]:
+    """A stack of its own: books that start at zero."""
+    with workers_stack(tmp_path) as s:
+        yield s
 
-            def both_accepting() -> bool:  # a new connection per probe: any worker may take it
-                with httpx.Client(timeout=5) as c:
-                    seen.add(c.get(f"{proxy.url}/health/live").json()["worker"])
-                return seen >= set(_workers(proxy))
 
-            wait_for(both_accepting, "both workers accepting connections")
-            yield proxy, vllm, log
+@pytest.fixture(scope="module")
+def shared_stack(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[ProxyHandle, SimHandle, Path]]:
+    """One stack for the tests that only look at what changes during them; the last of
+    them (reload, kill, then SIGTERM) stops it."""
+    with workers_stack(tmp_path_factory.mktemp("workers")) as s:
+        yield s
 
 
 @pytest.mark.serial  # compares timings with the upstream's own: runs alone
@@ -101,7 +111,7 @@ def test_books_exact_across_two_workers(stack: Any) -> None:
         }
         for i in range(N)
     ]
-    asyncio.run(_drive(proxy.base_url, jobs, 16, keepalive=False))
+    asyncio.run(drive(proxy.base_url, jobs, 16, keepalive=False))
     events = read_log(log, N)
     assert len(events) == N
     # Both workers served: the request id carries the serving process's pid.
@@ -115,28 +125,67 @@ def test_books_exact_across_two_workers(stack: Any) -> None:
     print(f"\nGPU-seconds over 2 workers: proxy {ours:.4f} vs engine {engine:.4f}")
     assert abs(ours - engine) / engine < 0.02
     for _ in range(4):  # any worker may relay the scrape: every answer is the hub's books
-        samples = parse_metrics(proxy.metrics_text())
+        m = functools.partial(samples_sum, parse_metrics(proxy.metrics_text()))
         uptime = time.monotonic() - t_start
-        assert _sum(samples, "hybridgate_requests_total", outcome="success") == N
-        assert _sum(samples, "hybridgate_tokens_total", backend="local", kind="prompt") == sum(
+        assert m("hybridgate_requests_total", outcome="success") == N
+        assert m("hybridgate_tokens_total", backend="local", kind="prompt") == sum(
             t["prompt_tokens"] for t in truth
         )
-        assert _sum(samples, "hybridgate_tokens_total", backend="local", kind="completion") == (
+        assert m("hybridgate_tokens_total", backend="local", kind="completion") == (
             sum(t["completion_tokens"] for t in truth)
         )
-        busy = _sum(samples, "hybridgate_gpu_busy_seconds_total", pool="h100")
+        busy = m("hybridgate_gpu_busy_seconds_total", pool="h100")
         assert math.isclose(busy, ours, rel_tol=1e-9)  # nothing in flight: busy is settled
-        cost = _sum(samples, "hybridgate_cost_usd_total", backend="local")
+        cost = m("hybridgate_cost_usd_total", backend="local")
         assert math.isclose(cost, busy * USD_PER_GPU_HOUR / 3600, rel_tol=1e-9)
         assert math.isclose(cost, math.fsum(e["cost_usd"] for e in events), rel_tol=1e-9)
-        prov = _sum(samples, "hybridgate_gpu_provisioned_seconds_total", pool="h100")
+        prov = m("hybridgate_gpu_provisioned_seconds_total", pool="h100")
         # Once, not once per worker: at most the supervisor's whole life, 1 GPU.
         assert busy < prov < uptime + 60
-        assert _sum(samples, "hybridgate_inflight_requests", backend="local") == 0
+        assert m("hybridgate_inflight_requests", backend="local") == 0
 
 
-def test_reload_reaches_every_worker_then_kill_and_sigterm(stack: Any) -> None:
-    proxy, _vllm, log = stack
+def test_a_worker_killed_mid_request_leaves_no_weight_in_the_gpu_books(
+    shared_stack: Any,
+) -> None:
+    proxy, vllm, _log = shared_stack
+    vllm.set_faults(slow_first_token_s=60)
+    client = httpx.Client(timeout=90)  # one connection: the health probe names its worker
+    worker = client.get(f"{proxy.url}/health/live").json()["worker"]
+    hung = threading.Thread(
+        target=_post_quietly,
+        args=(client, f"{proxy.base_url}/chat/completions"),
+        daemon=True,
+    )
+    hung.start()
+
+    def busy() -> float:
+        return proxy.metric("hybridgate_gpu_busy_seconds_total")
+
+    first = busy()
+    wait_for(lambda: busy() > first + 0.2, "the hung request keeps the pool busy")
+    vllm.clear_faults()  # for the requests after it
+    os.kill(worker, signal.SIGKILL)
+    wait_for(lambda: worker not in _workers(proxy), "the worker gone")
+    wait_for(lambda: len(_workers(proxy)) == 2, "a replacement worker")
+    hung.join(timeout=30)
+    client.close()
+    assert proxy.metric("hybridgate_inflight_requests") == 0
+
+    def provisioned() -> float:
+        return proxy.metric("hybridgate_gpu_provisioned_seconds_total")
+
+    before, prov0 = busy(), provisioned()
+    # Idle now: before the dead worker's share was released, the pool stayed "busy" for good,
+    # growing with the clock. Wait (polling, no fixed sleep) until the hub's clock-driven
+    # counter has moved on by half a second, then the busy counter must not have moved.
+    wait_for(lambda: provisioned() >= prov0 + 0.5, "the hub's clock to move on")
+    assert busy() == pytest.approx(before, abs=1e-6)
+    wait_for(lambda: _serves(proxy), "serving after the restart", timeout=30)
+
+
+def test_reload_reaches_every_worker_then_kill_and_sigterm(shared_stack: Any) -> None:
+    proxy, _vllm, log = shared_stack
     cfg = yaml.safe_load(proxy.config_path.read_text())
     cfg["models"]["chat2"] = cfg["models"]["chat"]
     proxy.config_path.write_text(yaml.safe_dump(cfg))
@@ -166,43 +215,6 @@ def test_reload_reaches_every_worker_then_kill_and_sigterm(stack: Any) -> None:
     assert not [p for p in family if _alive(p)]
     lines = len(log.read_text().splitlines())
     assert lines >= 12 + 17  # the hub drained the request log before it exited
-
-
-def test_a_worker_killed_mid_request_leaves_no_weight_in_the_gpu_books(stack: Any) -> None:
-    proxy, vllm, _log = stack
-    vllm.set_faults(slow_first_token_s=60)
-    client = httpx.Client(timeout=90)  # one connection: the health probe names its worker
-    worker = client.get(f"{proxy.url}/health/live").json()["worker"]
-    hung = threading.Thread(
-        target=_post_quietly,
-        args=(client, f"{proxy.base_url}/chat/completions"),
-        daemon=True,
-    )
-    hung.start()
-
-    def busy() -> float:
-        return _sum(parse_metrics(proxy.metrics_text()), "hybridgate_gpu_busy_seconds_total")
-
-    first = busy()
-    wait_for(lambda: busy() > first + 0.2, "the hung request keeps the pool busy")
-    vllm.clear_faults()  # for the requests after it
-    os.kill(worker, signal.SIGKILL)
-    wait_for(lambda: worker not in _workers(proxy), "the worker gone")
-    wait_for(lambda: len(_workers(proxy)) == 2, "a replacement worker")
-    hung.join(timeout=30)
-    client.close()
-    assert proxy.metric("hybridgate_inflight_requests") == 0
-
-    def provisioned() -> float:
-        return _sum(parse_metrics(proxy.metrics_text()), "hybridgate_gpu_provisioned_seconds_total")
-
-    before, prov0 = busy(), provisioned()
-    # Idle now: before the dead worker's share was released, the pool stayed "busy" for good,
-    # growing with the clock. Wait (polling, no fixed sleep) until the hub's clock-driven
-    # counter has moved on by half a second, then the busy counter must not have moved.
-    wait_for(lambda: provisioned() >= prov0 + 0.5, "the hub's clock to move on")
-    assert busy() == pytest.approx(before, abs=1e-6)
-    wait_for(lambda: _serves(proxy), "serving after the restart", timeout=30)
 
 
 def _post_quietly(client: httpx.Client, url: str) -> None:

@@ -7,6 +7,7 @@ engine metrics), so no test trusts a hand-written regex about label quoting or e
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 from collections.abc import Iterator
 
@@ -39,10 +40,13 @@ def samples_by_key(text: str) -> dict[str, float]:
 
 def sample_sum(text: str, name: str, **labels: str) -> float:
     """Sum of a metric's samples whose labels include `labels` (0 if none)."""
-    return sum(
-        v
-        for n, lab, v in parse_samples(text)
-        if n == name and all(lab.get(k) == val for k, val in labels.items())
+    return samples_sum(parse_samples(text), name, **labels)
+
+
+def samples_sum(samples: list[Sample], name: str, **labels: str) -> float:
+    """`sample_sum` over samples already parsed (several reads of one scrape agree)."""
+    return math.fsum(
+        v for n, lab, v in samples if n == name and all(lab.get(k) == x for k, x in labels.items())
     )
 
 

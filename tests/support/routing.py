@@ -13,8 +13,9 @@ from typing import Any
 import httpx
 import orjson
 
-from tests.support.proxy import ProxyHandle, run_proxy
-from tests.support.sim import SimHandle, run_simulator
+from tests.support.proxy import ProxyHandle
+from tests.support.sim import SimHandle
+from tests.support.stack import SIM_ARGS, run_stack
 
 KEY = "sk-routing-test-key-0123456789"
 ADMIN = "admin-routing-test-key-98765"
@@ -70,17 +71,20 @@ def hybrid_config(
 @contextlib.contextmanager
 def hybrid_stack(
     tmp_path: Path,
-    local_args: Sequence[str] = ("--speed", "20"),
-    api_args: Sequence[str] = ("--speed", "20"),
+    local_args: Sequence[str] = SIM_ARGS,
+    api_args: Sequence[str] = SIM_ARGS,
+    proxy_args: Sequence[str] = (),
     **config: Any,
 ) -> Iterator[tuple[ProxyHandle, SimHandle, SimHandle]]:
     """A vLLM-like and an API-like simulator behind a proxy running `hybrid_config`."""
-    with (
-        run_simulator(tmp_path, "vllm", args=local_args) as local,
-        run_simulator(tmp_path, "api", args=api_args, name="api") as api,
-        run_proxy(tmp_path, hybrid_config(local, api, **config)) as proxy,
-    ):
-        yield proxy, local, api
+    with run_stack(
+        tmp_path,
+        lambda local, api: hybrid_config(local, api, **config),
+        local_args=local_args,
+        api_args=api_args,
+        proxy_args=proxy_args,
+    ) as s:
+        yield s.proxy, s.local, s.api
 
 
 def wait_for(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
