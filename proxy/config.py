@@ -198,6 +198,12 @@ class Backend(_Strict):
     # speaks it by default; any other server only when listed (vLLM serves it; llama.cpp
     # and most OpenAI-compatible providers do not: they get it translated to chat).
     speaks: list[Literal["openai", "anthropic", "responses"]] | None = None
+    # Whether a backend that speaks `responses` keeps its answers itself, so a later turn
+    # may name one by `previous_response_id` (and GET/DELETE ask it). Default: yes, but
+    # not a vLLM or llama.cpp engine (vLLM stores none unless started with
+    # VLLM_ENABLE_RESPONSES_API_STORE=1): the proxy then keeps them and spells the
+    # conversation out as input.
+    stores_responses: bool | None = None
     # type: anthropic only: the `anthropic-version` header (a client's own is passed
     # instead), `max_tokens` when an OpenAI client gave none (Anthropic requires it), and
     # what becomes of thinking blocks in answers to OpenAI clients.
@@ -251,6 +257,13 @@ class Backend(_Strict):
         if self.engine is not None:
             return self.engine
         return "vllm" if self.pool is not None else "none"
+
+    @property
+    def keeps_responses(self) -> bool:
+        """Its native /v1/responses answers can be continued and fetched upstream."""
+        if self.stores_responses is not None:
+            return self.stores_responses
+        return self.engine_kind not in ("vllm", "llamacpp")
 
 
 def _is_openai_api(base_url: str | None) -> bool:

@@ -111,6 +111,11 @@ class Runtime:
         # Per backend: the dialects it speaks natively (one lookup per attempt decides
         # passthrough or translation).
         self.dialects = {name: backend_dialects(b) for name, b in config.backends.items()}
+        # Backends whose native /v1/responses answers stay upstream (`previous_response_id`
+        # and the item routes go there); the others' are kept and replayed by the proxy.
+        self.response_keepers = frozenset(
+            name for name, b in config.backends.items() if b.keeps_responses
+        )
         for name in config.backends:
             metrics.inflight.labels(name).set_function(self._inflight_gauge(name))
             metrics.queued.labels(name).set_function(self._queued_gauge(name, self.slots[name]))

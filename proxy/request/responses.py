@@ -134,10 +134,14 @@ class Turn:
     async def keep(self, rt: Runtime, response: dict[str, Any], backend: str, native: bool) -> None:
         """Store the finished response (when `store`), so later turns and the item routes
         find it; a native one is kept too: its owner for GET/DELETE/cancel, and its
-        conversation for a failover to another backend."""
+        conversation for a failover to another backend (or for every later turn, when
+        its backend keeps no responses itself)."""
         rid = response.get("id")
         if not self.store or not isinstance(rid, str) or not rid:
             return
+        # A native answer from a backend that keeps none (vLLM by default): held here like
+        # a translated one, so the next turn replays it and GET is answered from the store.
+        native = native and backend in rt.response_keepers
         output = response.get("output")
         history = self.conversation()
         doc = {

@@ -13,6 +13,9 @@ Which assertion catches which fault:
   API while other clients (invisible to the proxy's own in-flight count) fill `--max-num-seqs`;
 - GPU-seconds wrong: per-request GPU-seconds must add up to the pool's busy GPU-seconds and
   cost, and busy time must agree with vLLM's own `num_requests_running`;
+- Responses API misread: usage at the SDK, vLLM's counter deltas and the books agree, natively
+  (vLLM's own /v1/responses) and translated to chat; a second turn by `previous_response_id`
+  reaches vLLM, which keeps no responses, with the first turn spelled out by the proxy;
 - health wrong: vLLM killed mid-load, every request completes on the API simulator.
 
 The session's one vLLM (tests/e2e/conftest.py) serves every test but the kill test; tests
@@ -60,7 +63,12 @@ def proxy_config(vllm: VllmServer, api: SimHandle, log: Path) -> dict[str, Any]:
             "cpu": {"gpus": 1, "billing": "rental", "usd_per_gpu_hour": USD_PER_GPU_HOUR}
         },
         "backends": {
-            "vllm": {**backend, "engine": "vllm", "speaks": ["openai", "anthropic"]},
+            # vLLM 0.32 serves /v1/responses too, and by default keeps none of its answers.
+            "vllm": {
+                **backend,
+                "engine": "vllm",
+                "speaks": ["openai", "anthropic", "responses"],
+            },
             # The same server, its metrics and window unread: routing cannot know the window,
             # so a too-long prompt reaches vLLM and its own 400 must be recognised.
             "vllm-blind": {**backend, "engine": "none"},
@@ -375,6 +383,106 @@ def test_anthropic_messages_straight_to_vllm(stack: Any) -> None:
     e1 = vllm.tokens()
     assert (seen[0], seen[1]) == (e1[0] - e0[0], e1[1] - e0[1])
     wait_books(proxy, (p0[0] + seen[0], p0[1] + seen[1]))
+
+
+def log_tokens(log: Path, rid: str) -> tuple[int, int]:
+    """The request log's prompt and completion tokens for the request with this id."""
+    deadline = time.monotonic() + 10
+    while True:
+        rows = [e for e in read_log(log, 1) if e.get("request_id") == rid]
+        if rows:
+            return rows[0]["prompt_tokens"], rows[0]["completion_tokens"]
+        assert time.monotonic() < deadline, f"request {rid} not in the log"
+        time.sleep(0.1)
+
+
+def responses_books(stack: Any, model: str, backend: str) -> None:
+    """One non-stream and one streamed /v1/responses: the SDK's usage = vLLM's counter
+    deltas = the proxy's token counters = its request log."""
+    proxy, vllm, _, log = stack
+    client = client_of(proxy)
+    e0, p0 = vllm.tokens(), proxy_tokens(proxy, backend)
+    raw = client.responses.with_raw_response.create(
+        model=model, input="Name a colour.", max_output_tokens=5
+    )
+    r = raw.parse()
+    assert raw.headers["x-hybridgate-backend"] == backend
+    assert r.status in ("completed", "incomplete") and r.usage is not None
+    seen = [r.usage.input_tokens, r.usage.output_tokens]
+    assert log_tokens(log, raw.headers["x-request-id"]) == (seen[0], seen[1])
+    with client.responses.with_streaming_response.create(
+        model=model, input="Name a fruit.", max_output_tokens=4, stream=True
+    ) as resp:
+        rid = resp.headers["x-request-id"]
+        events = list(resp.parse())
+    kinds = [e.type for e in events]
+    assert kinds[0] == "response.created" and kinds[-1] in (
+        "response.completed",
+        "response.incomplete",
+    )
+    done = events[-1].response
+    assert done.usage is not None and done.usage.output_tokens > 0
+    assert log_tokens(log, rid) == (done.usage.input_tokens, done.usage.output_tokens)
+    seen[0] += done.usage.input_tokens
+    seen[1] += done.usage.output_tokens
+    e1 = vllm.tokens()
+    assert (seen[0], seen[1]) == (e1[0] - e0[0], e1[1] - e0[1])
+    wait_books(proxy, (p0[0] + seen[0], p0[1] + seen[1]), backend)
+
+
+def test_responses_native_to_vllm_usage_books(stack: Any) -> None:
+    """`speaks: [..., responses]`: the SDK's Responses requests reach vLLM's own route."""
+    responses_books(stack, "local-only", "vllm")
+
+
+def test_responses_translated_to_chat_usage_books(stack: Any) -> None:
+    """The same server not declaring `responses`: translated to chat, the same books."""
+    responses_books(stack, "blind-only", "vllm-blind")
+
+
+def test_responses_second_turn_on_vllm_that_stores_none(stack: Any) -> None:
+    """vLLM 0.32 keeps no responses (VLLM_ENABLE_RESPONSES_API_STORE unset): the proxy
+    keeps the first turn and sends it to vLLM as input, so `previous_response_id` works and
+    the stored response is fetched from the proxy, not asked of vLLM (which would 404)."""
+    proxy, vllm, _, log = stack
+    client = client_of(proxy)
+    e0, p0 = vllm.tokens(), proxy_tokens(proxy)
+    r1 = client.responses.create(model="local-only", input="My name is Ada.", max_output_tokens=4)
+    assert r1.usage is not None
+    mid = vllm.tokens()
+    raw = client.responses.with_raw_response.create(
+        model="local-only",
+        input="What is my name?",
+        previous_response_id=r1.id,
+        max_output_tokens=4,
+    )
+    r2 = raw.parse()
+    assert raw.headers["x-hybridgate-backend"] == "vllm" and r2.usage is not None
+    e1 = vllm.tokens()
+    # The engine got the first turn (its input and output) with the second: more prompt
+    # tokens than the first turn's whole exchange.
+    assert r2.usage.input_tokens == e1[0] - mid[0]
+    assert r2.usage.input_tokens > r1.usage.input_tokens + r1.usage.output_tokens
+    assert log_tokens(log, raw.headers["x-request-id"]) == (
+        r2.usage.input_tokens,
+        r2.usage.output_tokens,
+    )
+    total = (
+        r1.usage.input_tokens + r2.usage.input_tokens,
+        r1.usage.output_tokens + r2.usage.output_tokens,
+    )
+    assert total == (e1[0] - e0[0], e1[1] - e0[1])
+    wait_books(proxy, (p0[0] + total[0], p0[1] + total[1]))
+    # Kept by the proxy: fetched and listed from its store; a third turn chains on.
+    assert client.responses.retrieve(r1.id).id == r1.id
+    items = client.responses.input_items.list(r2.id)
+    assert [i.type for i in items.data] == ["message"]
+    with client.responses.stream(
+        model="local-only", input="And again?", previous_response_id=r2.id, max_output_tokens=3
+    ) as stream:
+        list(stream)
+        r3 = stream.get_final_response()
+    assert r3.usage is not None and r3.usage.input_tokens > r2.usage.input_tokens
 
 
 @pytest.mark.timeout(600)

@@ -82,11 +82,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 "fa": {"type": "openai", "base_url": fa.base_url, "api_key": "sk-up", **SPEAKS},
                 "fb": {"type": "openai", "base_url": fb.base_url, "api_key": "sk-up", **SPEAKS},
                 "local": {"type": "openai", "base_url": vllm.base_url, "pool": "h100"},
+                # Speaks /v1/responses but keeps no answers (as vLLM by default).
+                "nokeep": {
+                    "type": "openai",
+                    "base_url": fb.base_url,
+                    "api_key": "sk-up",
+                    "stores_responses": False,
+                    **SPEAKS,
+                },
                 "claude": {"type": "anthropic", "base_url": claude.url, "api_key": "sk-ant"},
             },
             "models": {
                 "gpt": {"targets": [{"backend": "oa", "model": MODEL}]},
                 "local": {"targets": [{"backend": "local", "model": "sim-model"}]},
+                "nokeep": {"targets": [{"backend": "nokeep", "model": MODEL}]},
                 "claude": {"targets": [{"backend": "claude", "model": "claude-sonnet-4-5"}]},
                 "fo-native": {
                     "strategy": "priority",
@@ -194,6 +203,22 @@ def test_previous_response_id_native_goes_to_its_owner(env: Stack) -> None:
     assert evs[1]["prompt_tokens"] > evs[0]["prompt_tokens"]  # the history counted upstream
     body = env.bodies("oa")[-1]
     assert body[0]["content"] == "My name is Ada." and body[-1]["content"] == "What is my name?"
+    items = c.responses.input_items.list(r2.id)
+    assert [i.content for i in items.data] == ["What is my name?"]  # type: ignore[union-attr]
+
+
+def test_previous_response_id_native_without_upstream_store_is_replayed(env: Stack) -> None:
+    """A native backend that keeps no responses (vLLM's default) is sent the stored
+    conversation as input, not an id it would answer 404 to; GET is answered here."""
+    c = env.client()
+    r1 = c.responses.create(model="nokeep", input="My name is Ada.")
+    r2 = c.responses.create(model="nokeep", input="What is my name?", previous_response_id=r1.id)
+    env.books.next(2)
+    sent = env.bodies("fb")[-1]  # the stored turn replayed (no upstream ids), then the new
+    assert [i["role"] for i in sent] == ["user", "assistant", "user"]
+    assert sent[0]["content"] == "My name is Ada." and sent[2]["content"] == "What is my name?"
+    assert all("id" not in i for i in sent)
+    assert c.responses.retrieve(r1.id).id == r1.id
     items = c.responses.input_items.list(r2.id)
     assert [i.content for i in items.data] == ["What is my name?"]  # type: ignore[union-attr]
 
