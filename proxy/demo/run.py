@@ -114,6 +114,9 @@ def run_demo(
     workdir = Path(tempfile.mkdtemp(prefix="hybridgate-demo-"))
     procs = Processes(workdir)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Ctrl-C stops the demo even when it was started with SIGINT ignored (bash ignores it
+    # in a script's background jobs, and Python then keeps it ignored).
+    previous_int = signal.signal(signal.SIGINT, _raise_interrupt)
     ok = False
     try:
         vllm_port, api_port, proxy_port = free_port(), free_port(), free_port(port)
@@ -185,6 +188,7 @@ def run_demo(
     finally:
         procs.stop_all()
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
         if ok:
             shutil.rmtree(workdir, ignore_errors=True)
 

@@ -37,11 +37,15 @@ def marked_processes(mark: str) -> list[int]:
     return found
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class Demo:
     """`hybridgate demo ARGS` as a subprocess; afterwards `survivors` lists every process
     it started that is still alive (they are killed, so nothing leaks into other tests)."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, sigint_ignored: bool = False) -> None:
         self.mark = f"hybridgate-demo-test-{uuid.uuid4().hex}"
         env = {k: v for k, v in os.environ.items() if k != "HYBRIDGATE_ADMIN_KEY"}
         env.update(HYBRIDGATE_DEMO_TEST_MARK=self.mark, COLUMNS="200")
@@ -54,6 +58,8 @@ class Demo:
             env=env,
             cwd=REPO_ROOT,
             start_new_session=True,
+            # As a background job of a script starts it (bash ignores SIGINT there).
+            preexec_fn=_ignore_sigint if sigint_ignored else None,
         )
         self.survivors: list[int] = []
 
@@ -90,7 +96,8 @@ def test_demo_prints_the_report_and_leaves_nothing_behind() -> None:
 
 @pytest.mark.timeout(300)
 def test_demo_keeps_the_dashboard_up_until_ctrl_c() -> None:
-    with Demo("--duration", "5") as demo:
+    # Started with SIGINT ignored, the worst case: Ctrl-C must still stop it.
+    with Demo("--duration", "5", sigint_ignored=True) as demo:
         assert demo.proc.stdout is not None
         lines: list[str] = []
         for line in demo.proc.stdout:
