@@ -54,7 +54,7 @@ def _dumps(obj: Record) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{threading.get_ident()}.tmp")  # one per writing thread
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
@@ -71,6 +71,9 @@ class DirStore:
         self._batches: dict[str, Record] = {}
         self._lines: dict[str, dict[int, Record]] = {}
         self._lock = threading.Lock()
+        # Record writes run in threads: one at a time, in call order, so the last write of
+        # a record (a cancel racing the runner's save) is the one on disk and in memory.
+        self._write_order = asyncio.Lock()
 
     def _dir(self, sub: str) -> Path:
         """A folder of the store, made on first write (a proxy that never sees a batch
@@ -101,8 +104,9 @@ class DirStore:
 
     async def put_file(self, obj: Record) -> None:
         path = self._dir("files") / f"{obj['id']}.json"
-        await asyncio.to_thread(_write_atomic, path, _dumps(obj))  # fsync: off the loop
-        self._files[obj["id"]] = obj
+        async with self._write_order:
+            await asyncio.to_thread(_write_atomic, path, _dumps(obj))  # fsync: off the loop
+            self._files[obj["id"]] = obj
 
     async def get_file(self, file_id: str) -> Record | None:
         return self._files.get(file_id)
@@ -116,8 +120,9 @@ class DirStore:
 
     async def put_batch(self, obj: Record) -> None:
         path = self._dir("batches") / f"{obj['id']}.json"
-        await asyncio.to_thread(_write_atomic, path, _dumps(obj))
-        self._batches[obj["id"]] = obj
+        async with self._write_order:
+            await asyncio.to_thread(_write_atomic, path, _dumps(obj))
+            self._batches[obj["id"]] = obj
 
     async def get_batch(self, batch_id: str) -> Record | None:
         return self._batches.get(batch_id)

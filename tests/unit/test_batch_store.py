@@ -100,3 +100,19 @@ batch:
         )
     )
     assert ok.batch.aliases["chat"].provider == "oai"
+
+
+def test_concurrent_writes_of_one_batch_all_land_and_the_last_wins(tmp_path: Path) -> None:
+    """A cancel and the runner's save write the same batch at once (seen in a test run:
+    both threads used one `.tmp` name, so one os.replace found it gone and the runner died
+    with the batch stuck in `cancelling`)."""
+
+    async def go() -> None:
+        s = DirStore(tmp_path)
+        await asyncio.gather(*(s.put_batch({"id": "b1", "n": i}) for i in range(64)))
+        assert (await s.get_batch("b1")) == {"id": "b1", "n": 63}
+        again = DirStore(tmp_path)
+        await again.load()
+        assert (await again.get_batch("b1")) == {"id": "b1", "n": 63}
+
+    run(go())
