@@ -133,20 +133,20 @@ def _anthropic_to_openai_response(
     for block in msg.get("content") or ():
         kind = block.get("type")
         if kind == "text":
-            text.append(block.get("text", ""))
+            text.append(_string(block.get("text", ""), "text"))
         elif kind == "tool_use":
             calls.append(
                 {
-                    "id": block.get("id", ""),
+                    "id": _string(block.get("id", ""), "id"),
                     "type": "function",
                     "function": {
-                        "name": block.get("name", ""),
+                        "name": _string(block.get("name", ""), "name"),
                         "arguments": orjson.dumps(block.get("input") or {}).decode(),
                     },
                 }
             )
         elif kind == "thinking" and thinking == "pass":
-            reasoning.append(block.get("thinking", ""))
+            reasoning.append(_string(block.get("thinking", ""), "thinking"))
     message: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text else None}
     if reasoning:
         message["reasoning_content"] = "".join(reasoning)
@@ -168,6 +168,14 @@ def _anthropic_to_openai_response(
         ],
         "usage": openai_usage(usage_from_anthropic(msg.get("usage"))),
     }
+
+
+def _string(value: Any, what: str) -> str:
+    """A field the other dialect reads as text: anything else from the upstream makes the
+    answer malformed (a 502), never a list or number passed on where a client expects text."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} is not a string")
+    return value
 
 
 def openai_to_anthropic_response(
@@ -198,10 +206,12 @@ def _openai_to_anthropic_response(body: dict[str, Any], thinking: ThinkingOut) -
     content: list[dict[str, Any]] = []
     reasoning = message.get("reasoning_content") or message.get("reasoning")
     if reasoning and thinking == "pass":
-        content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
+        content.append(
+            {"type": "thinking", "thinking": _string(reasoning, "reasoning"), "signature": ""}
+        )
     text = message.get("content")
     if text is not None:
-        content.append({"type": "text", "text": text})
+        content.append({"type": "text", "text": _string(text, "message.content")})
     calls = message.get("tool_calls") or []
     finish = choice.get("finish_reason")
     for n, call in enumerate(calls, 1):
@@ -223,8 +233,8 @@ def _openai_to_anthropic_response(body: dict[str, Any], thinking: ThinkingOut) -
         content.append(
             {
                 "type": "tool_use",
-                "id": call.get("id", ""),
-                "name": fn.get("name", ""),
+                "id": _string(call.get("id", ""), "tool_calls.id"),
+                "name": _string(fn.get("name", ""), "tool_calls.function.name"),
                 "input": args,
             }
         )

@@ -199,20 +199,20 @@ class AnthropicToOpenAIStream:
             d = ev["delta"]
             dk = d.get("type")
             if dk == "text_delta":
-                return self._chunk(orjson.dumps({"content": d.get("text", "")}))
+                return self._chunk(orjson.dumps({"content": _str(d.get("text"))}))
             if dk == "input_json_delta":
                 i = self._blocks.get(ev.get("index", 0), 0)
                 return self._chunk(
                     orjson.dumps(
                         {
                             "tool_calls": [
-                                {"index": i, "function": {"arguments": d.get("partial_json", "")}}
+                                {"index": i, "function": {"arguments": _str(d.get("partial_json"))}}
                             ]
                         }
                     )
                 )
             if dk == "thinking_delta" and self.thinking == "pass":
-                return self._chunk(orjson.dumps({"reasoning_content": d.get("thinking", "")}))
+                return self._chunk(orjson.dumps({"reasoning_content": _str(d.get("thinking"))}))
             return b""
         if kind == "content_block_start":
             b = ev.get("content_block") or {}
@@ -223,12 +223,12 @@ class AnthropicToOpenAIStream:
                 self._blocks[ev.get("index", 0)] = i
                 call = {
                     "index": i,
-                    "id": b.get("id", ""),
+                    "id": _str(b.get("id")),
                     "type": "function",
-                    "function": {"name": b.get("name", ""), "arguments": ""},
+                    "function": {"name": _str(b.get("name")), "arguments": ""},
                 }
                 return self._chunk(orjson.dumps({"tool_calls": [call]}))
-            if bk == "text" and b.get("text"):
+            if bk == "text" and _str(b.get("text")):
                 return self._chunk(orjson.dumps({"content": b["text"]}))
             return b""
         if kind in ("ping", "content_block_stop"):
@@ -418,7 +418,7 @@ class OpenAIToAnthropicStream:
                 if choice.get("index", 0) != 0:
                     continue
                 delta = choice.get("delta") or {}
-                reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+                reasoning = _str(delta.get("reasoning_content")) or _str(delta.get("reasoning"))
                 if reasoning and self.thinking == "pass":
                     if self._block_kind != "thinking" or self._block < 0:
                         out += self._open(
@@ -427,7 +427,7 @@ class OpenAIToAnthropicStream:
                     out += self._delta(
                         self._block, orjson.dumps({"type": "thinking_delta", "thinking": reasoning})
                     )
-                text = delta.get("content")
+                text = _str(delta.get("content"))
                 if text:
                     if self._block_kind != "text" or self._block < 0:
                         out += self._open("text", _TEXT_START)
@@ -453,13 +453,13 @@ class OpenAIToAnthropicStream:
         if block is None:
             start = {
                 "type": "tool_use",
-                "id": call.get("id", ""),
-                "name": fn.get("name", ""),
+                "id": _str(call.get("id")),
+                "name": _str(fn.get("name")),
                 "input": {},
             }
             out += self._open("tool_use", orjson.dumps(start))
             block = self._tool_blocks[i] = self._block
-        args = fn.get("arguments")
+        args = _str(fn.get("arguments"))
         if args:
             out += self._delta(
                 block, orjson.dumps({"type": "input_json_delta", "partial_json": args})

@@ -64,6 +64,7 @@ class EngineSnapshot:
     prompt_tokens_total: float | None = None  # the engine's own counters (monotonic)
     generation_tokens_total: float | None = None
     at: float = 0.0  # time.monotonic() of the scrape
+    took: float = 0.0  # seconds the engine took to answer it
 
     def to_json(self, now: float) -> dict[str, Any]:
         return {
@@ -73,6 +74,7 @@ class EngineSnapshot:
             "prompt_tokens_total": self.prompt_tokens_total,
             "generation_tokens_total": self.generation_tokens_total,
             "age_s": round(now - self.at, 3),
+            "scrape_s": round(self.took, 3),
         }
 
 
@@ -165,9 +167,13 @@ class EngineMetricsReader:
     # ------------------------------------------------------------ reading (router)
 
     def fresh(self, backend: str) -> EngineSnapshot | None:
-        """The latest figures if recent enough to route on (3 intervals), else None."""
+        """The latest figures if recent enough to route on, else None.
+
+        Recent means within three scrape cycles, a cycle being the interval plus the time
+        the engine took to answer the last scrape: a busy engine serves its metrics page
+        slowly, and its queue figures must not be thrown away exactly when it is full."""
         snap = self.snapshots.get(backend)
-        if snap is None or time.monotonic() - snap.at > 3 * self.cfg.interval_s:
+        if snap is None or time.monotonic() - snap.at > 3 * (self.cfg.interval_s + snap.took):
             return None
         return snap
 
@@ -207,6 +213,7 @@ class EngineMetricsReader:
         """Read the engine's metrics (and its context windows until known) once."""
         engine, url = self.targets[name]
         backend = self._backends[name]
+        began = time.monotonic()
         try:
             status, body = await backend.get(url, self.cfg.timeout_s)
             if status != 200:
@@ -216,6 +223,7 @@ class EngineMetricsReader:
             self.errors[name] = str(exc) or type(exc).__name__
             return False
         snap.at = time.monotonic()
+        snap.took = snap.at - began
         self.snapshots[name] = snap
         self.errors.pop(name, None)
         if name not in self.windows:

@@ -246,3 +246,19 @@ def test_malformed_upstream_answers_are_a_502_never_a_crash(body: Any) -> None:
             translate(body)
         except TranslationError as exc:
             assert exc.status in (400, 502)
+
+
+@pytest.mark.parametrize("stray", [[None], {"a": 1}, 7])
+def test_stray_values_where_text_belongs_are_a_502_not_passed_on(stray: Any) -> None:
+    """Regression: a list in `message.content` went to the Anthropic client as its text."""
+    choice = {"index": 0, "finish_reason": "stop"}
+    for message in (
+        {"role": "assistant", "content": stray},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": stray, "function": {}}]},
+    ):
+        with pytest.raises(TranslationError) as info:
+            openai_to_anthropic_response({"choices": [{**choice, "message": message}]})
+        assert info.value.status == 502
+    for block in ({"type": "text", "text": stray}, {"type": "tool_use", "id": "t", "name": stray}):
+        with pytest.raises(TranslationError):
+            anthropic_to_openai_response({"content": [block], "stop_reason": "end_turn"})

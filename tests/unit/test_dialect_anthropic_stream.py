@@ -285,3 +285,67 @@ def test_openai_garbage_first_never_loses_message_start(events: list, body: dict
     assert types[0] in ("message_start", "error")
     if types[0] == "message_start":
         read_anthropic_stream(out)  # every block started before its deltas, as the SDK needs
+
+
+STRAY = [None], {"a": 1}, 7, True  # values an upstream may put where text belongs
+
+
+def test_stray_values_in_openai_text_fields_never_reach_the_anthropic_client() -> None:
+    """Regression (CI, hypothesis): `delta.content: [null]` went out as a text_delta whose
+    `text` was a list, and the Anthropic SDK's accumulator broke on it."""
+    for stray in STRAY:
+        t = OpenAIToAnthropicStream(thinking="pass")  # type: ignore[arg-type]
+        deltas = [
+            {"content": stray},
+            {"reasoning_content": stray},
+            {"tool_calls": [{"index": 0, "id": stray, "function": {"name": stray}}]},
+            {"tool_calls": [{"index": 0, "function": {"arguments": stray}}]},
+            {"content": "ok"},
+        ]
+        raw = b"".join(
+            b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": d}]}) + b"\n\n"
+            for d in deltas
+        )
+        msg = read_anthropic_stream(t.feed(raw + DONE_LINE) + t.finish())["message"]
+        for block in msg["content"]:
+            assert all(isinstance(block.get(k, ""), str) for k in ("text", "thinking", "id"))
+        assert msg["content"][-1]["text"] == "ok"
+
+
+def test_stray_values_in_anthropic_text_fields_never_reach_the_openai_client() -> None:
+    for stray in STRAY:
+        t = AnthropicToOpenAIStream(include_usage=True, thinking="pass")  # type: ignore[arg-type]
+        events = [
+            {"type": "message_start", "message": {"id": "m", "model": "c", "usage": {}}},
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text"}},
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": stray},
+            },
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": "ok"},
+            },
+            {
+                "type": "content_block_start",
+                "index": 1,
+                "content_block": {"type": "tool_use", "id": stray, "name": stray},
+            },
+            {
+                "type": "content_block_delta",
+                "index": 1,
+                "delta": {"type": "input_json_delta", "partial_json": stray},
+            },
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {}},
+            {"type": "message_stop"},
+        ]
+        raw = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events)
+        result = read_openai_stream(t.feed(raw) + t.finish())
+        assert result["message"]["content"] == "ok"
+        call = result["message"]["tool_calls"][0]
+        assert call["function"] == {"name": "", "arguments": ""}
+
+
+DONE_LINE = b"data: [DONE]\n\n"

@@ -244,6 +244,21 @@ def test_spillover_on_engine_waiting_and_kv_cache_when_fresh() -> None:
     assert rig.plan() == ["local", "api"]  # stale figures are not routed on
 
 
+def test_a_slow_metrics_page_keeps_the_engine_figures_fresh() -> None:
+    """Regression (CI, real vLLM): a full vLLM on 2 cores took over a second to serve
+    /metrics, so each snapshot aged past three 0.25 s intervals before the next arrived and
+    spillover on `waiting` never fired while the engine was full."""
+    spill = {"max_inflight": 100, "max_waiting": 0}
+    rig = Rig(config({"chat": {**HYBRID, "strategy": "spillover", "spillover": spill}}))
+    interval = rig.control.engines.cfg.interval_s
+    old = time.monotonic() - 3 * interval - 0.5
+    snaps = rig.control.engines.snapshots
+    snaps["local"] = EngineSnapshot(running=8, waiting=3, at=old, took=0.5)
+    assert rig.plan() == ["api", "local"]  # read 1 s ago, taking 0.5 s: still current
+    snaps["local"] = EngineSnapshot(running=8, waiting=3, at=old, took=0.0)
+    assert rig.plan() == ["local", "api"]  # a fast page that old is stale
+
+
 def test_cheapest_orders_by_expected_cost() -> None:
     chat = targets(("api2", "big"), ("local", "llama"), ("api", "mini"), strategy="cheapest")
     rig = Rig(config({"chat": chat}))
