@@ -277,7 +277,10 @@ def test_engine_metrics_read_on_the_real_names_and_spillover_when_the_queue_fill
     """Other clients fill vLLM's --max-num-seqs directly; the proxy's own in-flight count
     stays 0, so only vLLM's `num_requests_waiting` can send the next request to the API."""
     proxy, vllm, api, _ = stack
-    engine = ready_details(proxy)["vllm"]["engine"]
+    deadline = time.monotonic() + 30  # the first scrape, when this test runs first
+    while "running" not in (engine := ready_details(proxy)["vllm"]["engine"]):
+        assert time.monotonic() < deadline, engine
+        time.sleep(0.1)
     for field in ("running", "waiting", "kv_cache_usage", "prompt_tokens_total"):
         assert engine[field] is not None, (field, engine)
     assert engine["context_windows"] == {vllm.model: vllm.max_model_len}
@@ -300,7 +303,8 @@ def test_engine_metrics_read_on_the_real_names_and_spillover_when_the_queue_fill
         r = client_of(proxy).chat.completions.with_raw_response.create(
             model="spill", messages=msgs("Hi."), max_tokens=2
         )
-        assert r.headers["x-hybridgate-backend"] == "api"
+        seen = ready_details(proxy)["vllm"]["engine"]  # age_s and scrape_s, if it fails
+        assert r.headers["x-hybridgate-backend"] == "api", seen
         for f in futures:
             f.result(timeout=120)
     assert api_chats(api) == api_before + 1
