@@ -65,6 +65,13 @@ def _install(config: pytest.Config, script: Path = ENGINE_SCRIPT) -> str | None:
     return None
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that kill the session's vLLM go last, after every test that needs it alive."""
+    last = [item for item in items if item.get_closest_marker("ends_vllm")]
+    if last:
+        items[:] = [item for item in items if item not in last] + last
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     e2e = [item for item in session.items if item.get_closest_marker("e2e")]
     if any(not item.get_closest_marker("vllm") for item in e2e):

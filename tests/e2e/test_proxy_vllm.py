@@ -18,8 +18,9 @@ Which assertion catches which fault:
   reaches vLLM, which keeps no responses, with the first turn spelled out by the proxy;
 - health wrong: vLLM killed mid-load, every request completes on the API simulator.
 
-The session's one vLLM (tests/e2e/conftest.py) serves every test but the kill test; tests
-measure deltas and leave it idle. Nothing asserts on the model's words.
+The session's one vLLM (tests/e2e/conftest.py) serves every test; tests measure deltas and
+leave it idle, and the kill test, which ends it, runs last. Nothing asserts on the model's
+words.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import pytest
 from tests.support.exposition import busy_seconds, sampled_gauge
 from tests.support.proxy import ProxyHandle, parse_metrics, read_log, run_proxy
 from tests.support.sim import SimHandle, run_simulator
-from tests.support.vllm import VllmServer, run_vllm_server
+from tests.support.vllm import VllmServer
 
 # serial: a real engine is CPU-bound; scripts/test.sh runs these in its serial pass, alone.
 pytestmark = [pytest.mark.e2e, pytest.mark.serial, pytest.mark.vllm]
@@ -489,27 +490,25 @@ def test_responses_second_turn_on_vllm_that_stores_none(stack: Any) -> None:
     assert r3.usage is not None and r3.usage.input_tokens > r2.usage.input_tokens
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(300)
+@pytest.mark.ends_vllm
 def test_vllm_killed_mid_load_requests_complete_on_the_api(
-    vllm_engine: dict[str, str], tmp_path: Path
+    vllm_server: VllmServer, tmp_path: Path
 ) -> None:
-    """Its own vLLM (the session's one stays up), with the proxy up before it: while vLLM
-    loads its model (it does not listen yet) readiness says so and requests go to the API;
-    once /health answers, readiness follows; a SIGKILL mid-load moves every unanswered
-    request to the API simulator and readiness says it is down."""
+    """The session's vLLM, killed (SIGKILL to its group) mid-load: every unanswered request
+    moves to the API simulator and readiness says vLLM is down. It runs after every other
+    vLLM test (marker `ends_vllm`, ordered last by tests/e2e/conftest.py) rather than on a
+    vLLM of its own: a second start cost 70-145 s of the suite. (A vLLM still loading its
+    model does not listen yet: to the proxy that is the same refused connection as a killed
+    one, which this test and the llama-server one cover.)"""
+    if vllm_server.process is None:
+        pytest.fail("HYBRIDGATE_VLLM_URL: this test kills vLLM; run it on a session's own")
+    vllm = vllm_server
     log = tmp_path / "requests.jsonl"
     with (
-        run_vllm_server(tmp_path, max_num_seqs=4, wait_ready=False) as vllm,
         run_simulator(tmp_path, "api", args=["--ttft-ms", "0", "--itl-ms", "0"]) as api,
         run_proxy(tmp_path, proxy_config(vllm, api, log)) as proxy,
     ):
-        loading = client_of(proxy).chat.completions.with_raw_response.create(
-            model="chat", messages=msgs("Hi."), max_tokens=2
-        )
-        assert loading.headers["x-hybridgate-backend"] == "api"
-        assert proxy.ready().json()["backends"]["vllm"] != "up"
-        assert api_chats(api) == 1
-        vllm.wait_healthy()
         deadline = time.monotonic() + 30
         while proxy.ready().json()["backends"]["vllm"] != "up":
             assert time.monotonic() < deadline, proxy.ready().text
@@ -531,8 +530,8 @@ def test_vllm_killed_mid_load_requests_complete_on_the_api(
             served = [f.result(timeout=120) for f in futures]
         assert len(served) == 10
         assert served.count("api") >= 1
-        assert api_chats(api) == 1 + served.count("api")
-        assert proxy.metric("hybridgate_requests_total", alias="chat", outcome="success") == 11
+        assert api_chats(api) == served.count("api")
+        assert proxy.metric("hybridgate_requests_total", alias="chat", outcome="success") == 10
         assert proxy.metric("hybridgate_failovers_total", from_backend="vllm") >= 1
         deadline = time.monotonic() + 30
         while proxy.ready().json()["backends"]["vllm"] != "down":

@@ -25,7 +25,6 @@ from tests.support.servers import (
     free_port,
     load_script,
     managed,
-    wait_http,
 )
 
 ENGINE_SCRIPT = REPO_ROOT / "scripts" / "vllm_engine.py"
@@ -78,11 +77,6 @@ class VllmServer:
             sample_sum(text, "vllm:generation_tokens_total"),
         )
 
-    def wait_healthy(self, timeout: float = START_TIMEOUT_S) -> None:
-        """Until GET /health answers 200 (vLLM listens only once its model is loaded)."""
-        assert self.process is not None
-        wait_http(f"{self.url}/health", timeout=timeout, proc=self.process.proc)
-
     def kill(self) -> None:
         """SIGKILL the group (API server and engine core): a crash."""
         assert self.process is not None, "not ours to kill"
@@ -109,25 +103,18 @@ def running_vllm_server(url: str) -> VllmServer:
 
 
 @contextlib.contextmanager
-def run_vllm_server(
-    tmp_path: Path,
-    max_num_seqs: int | None = None,
-    max_model_len: int | None = None,
-    timeout: float = START_TIMEOUT_S,
-    wait_ready: bool = True,
-) -> Iterator[VllmServer]:
-    """Start vLLM on a free port, wait for /health → 200 (unless not `wait_ready`: then
-    `wait_healthy` later), stop its group whatever happens.
+def run_vllm_server(tmp_path: Path, timeout: float = START_TIMEOUT_S) -> Iterator[VllmServer]:
+    """Start vLLM on a free port with the engine script's flags, wait for /health → 200,
+    stop its group whatever happens.
 
     Needs `python scripts/vllm_engine.py install` to have run (tests/e2e does it first)."""
     eng = engine()
     info = eng.installed_info()
-    seqs = max_num_seqs or eng.MAX_NUM_SEQS
-    window = max_model_len or eng.MAX_MODEL_LEN
+    seqs, window = eng.MAX_NUM_SEQS, eng.MAX_MODEL_LEN
     port = free_port()
     cmd = eng.server_command(info, port, max_num_seqs=seqs, max_model_len=window)
     log = tmp_path / f"vllm-{port}.log"
-    ready_url = f"http://127.0.0.1:{port}/health" if wait_ready else None
+    ready_url = f"http://127.0.0.1:{port}/health"
     with managed(cmd, log, ready_url=ready_url, env=eng.SERVER_ENV, timeout=timeout) as mp:
         yield VllmServer(
             process=mp, port=port, max_num_seqs=seqs, max_model_len=window, model=eng.MODEL_NAME
