@@ -12,7 +12,14 @@ of the integral at each of this replica's events (its "marks"). A request's GPU-
 are then exactly its weight × the integral's growth over each of its intervals, among
 the requests in flight on the pool from every replica; they are known one or two sync
 intervals after the request ends, so the meter holds its UsageEvent until then and
-delivers it once, final (cluster_hold.py).
+delivers it once, final (`Held`).
+
+What a replica reports as done (the GPU-seconds its UsageEvents carry) decides what the
+pool books as unattributed if it dies (its weight's GPU-seconds minus done). So a share is
+delivered, and the request log written (`before_report`), just before the call that
+reports it as done: a SIGKILL at any moment leaves each share in the log or in the
+unattributed GPU-seconds. Only a kill in the instant between that write and the store
+applying the call counts one in both (the call is a single write on a connected socket).
 
 Clocks: events carry wall-clock time (this replica's monotonic clock anchored to the
 wall clock once per sync, never stepping back), so replicas on different hosts must keep
@@ -169,7 +176,7 @@ class ClusterPool:
         self.batch: tuple[int, float, list[tuple[float, int, float, int]]] | None = None
         self.seq = 0
         self.waiting: dict[int, ClusterShare] = {}  # eid -> the share waiting for its mark
-        self.confirming: list[ClusterShare] = []  # exact, delivered after the next call
+        self.confirming: list[ClusterShare] = []  # exact, delivered before the next call
         self.marks: dict[int, float] = {}  # marks of shares not complete yet
         self.acked: list[str] = []  # marks received, to delete in Redis on the next call
         self.finalised_gpu_s = 0.0  # what this replica's UsageEvents carry (orphan check)
@@ -268,19 +275,18 @@ class ClusterPool:
             self.buffer = []
         return self.batch
 
-    def answered(self, reply: list[Any], sent_acks: list[str]) -> None:
-        """Redis applied the batch: fold its marks and totals in.
-
-        Shares completed by an answer are delivered after the *next* one: that call
-        carried their GPU-seconds in this replica's `done`, so if it dies in between
-        they are in the pool's unattributed GPU-seconds and in no UsageEvent, never in
-        both (a UsageEvent delivered before its `done` reached the store would be).
-        """
-        self.batch = None
-        del self.acked[: len(sent_acks)]
+    def deliver_settled(self) -> None:
+        """Shares made exact by the last answer go out now, before the call that reports
+        their GPU-seconds as done (see the module's docstring)."""
         confirmed, self.confirming = self.confirming, []
         for done in confirmed:
             done.confirm()
+
+    def answered(self, reply: list[Any], sent_acks: list[str]) -> None:
+        """Redis applied the batch: fold its marks and totals in. Shares it makes exact
+        are delivered before the next call (`deliver_settled`)."""
+        self.batch = None
+        del self.acked[: len(sent_acks)]
         raw = reply[1]
         for k in range(0, len(raw), 2):
             key = raw[k].decode() if isinstance(raw[k], bytes) else str(raw[k])
@@ -400,6 +406,8 @@ class ClusterBooks:
     hold_s: float = HOLD_S
     failures: int = 0
     held: deque[tuple[Held, list[ClusterShare]]] = field(default_factory=deque)
+    before_report: Callable[[], None] | None = None
+    """Writes what was delivered (the meter's request log) before a call reports it."""
     _task: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
@@ -426,6 +434,9 @@ class ClusterBooks:
                     s._pool.give_up(s)
 
     async def sync_pool(self, pool: ClusterPool, leave: bool = False) -> None:
+        pool.deliver_settled()
+        if self.before_report is not None:
+            self.before_report()
         seq, wm, events = pool.take()
         acks = list(pool.acked)
         base = f"{self.prefix}:gpu:{pool.name}"

@@ -16,7 +16,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from costing.prices import ModelPrice, PriceTable
 from proxy.config import Config
@@ -29,6 +29,16 @@ log = logging.getLogger("hybridgate.meter")
 
 FastSink = Callable[[UsageEvent], None]
 SlowSink = Callable[[list[UsageEvent]], Awaitable[None]]
+
+
+@runtime_checkable
+class WritesNow(Protocol):
+    """A slow sink that can also write a batch at once, on the caller's thread (the
+    request log): the cluster books write what they deliver before reporting it."""
+
+    def write_now(self, batch: list[UsageEvent]) -> None: ...
+
+
 # (name, gpus, prefill weight, clock) -> the pool's books
 PoolFactory = Callable[[str, int, float, Callable[[], float]], PoolBooks]
 
@@ -78,6 +88,7 @@ class Meter:
         self._fast: list[FastSink] = []
         self._slow: list[SlowSink] = []
         self._queue: deque[UsageEvent] = deque()
+        self._later: deque[tuple[SlowSink, list[UsageEvent]]] = deque()  # see write_now
         self._wake = asyncio.Event()
         self._drainer: asyncio.Task[None] | None = None
         self.events_finished = 0
@@ -91,6 +102,7 @@ class Meter:
     def attach_cluster(self, books: ClusterBooks) -> None:
         """Keep every pool's books across replicas (state.url is Redis, one process)."""
         self.cluster = books
+        books.before_report = self.write_now
         for name, acct in list(self.pools.items()):
             if not isinstance(acct, ClusterPool):
                 self.pools[name] = books.wrap(name, acct)
@@ -270,14 +282,42 @@ class Meter:
             await self.drain()
 
     async def drain(self) -> None:
-        while self._queue:
-            batch = list(self._queue)
-            self._queue.clear()
-            for sink in self._slow:
+        while self._queue or self._later:
+            while self._later:  # older: left by write_now
+                sink, batch = self._later.popleft()
+                await self._send(sink, batch)
+            if self._queue:
+                batch = list(self._queue)
+                self._queue.clear()
+                for sink in self._slow:
+                    await self._send(sink, batch)
+
+    @staticmethod
+    async def _send(sink: SlowSink, batch: list[UsageEvent]) -> None:
+        try:
+            await sink(batch)
+        except Exception:
+            log.exception("slow usage sink failed")
+
+    def write_now(self) -> None:
+        """What is queued, written at once by the sinks that can (`WritesNow`); the others
+        get the same batch in the background. The cluster books call it before a sync
+        reports the delivered events as done, so a SIGKILL cannot leave an event reported
+        but unwritten (cluster_gpu.py)."""
+        if not self._queue:
+            return
+        batch = list(self._queue)
+        self._queue.clear()
+        for sink in self._slow:
+            if isinstance(sink, WritesNow):
                 try:
-                    await sink(batch)
+                    sink.write_now(batch)
                 except Exception:
                     log.exception("slow usage sink failed")
+            else:
+                self._later.append((sink, batch))
+        if self._later:
+            self._wake.set()
 
     async def stop(self) -> None:
         if self._drainer is not None:

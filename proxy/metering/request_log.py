@@ -27,9 +27,16 @@ class RequestLog:
         self._fh.write(lines)
         self._fh.flush()
 
+    @staticmethod
+    def _lines(batch: list[UsageEvent]) -> bytes:
+        return b"".join(orjson.dumps(asdict(ev)) + b"\n" for ev in batch)
+
     async def __call__(self, batch: list[UsageEvent]) -> None:
-        lines = b"".join(orjson.dumps(asdict(ev)) + b"\n" for ev in batch)
-        await asyncio.to_thread(self._write, lines)
+        await asyncio.to_thread(self._write, self._lines(batch))
+
+    def write_now(self, batch: list[UsageEvent]) -> None:
+        """On the caller's thread: the cluster books' sync, once per interval (meter.py)."""
+        self._write(self._lines(batch))
 
     def close(self) -> None:
         self._fh.close()

@@ -145,3 +145,52 @@ def test_a_graceful_stop_leaves_at_once(redis_server: RedisHandle) -> None:
         await client.aclose()
 
     asyncio.run(main())
+
+
+class _Killed(Exception):
+    """The replica dies here (SIGKILL): the store's answer is never read."""
+
+
+def test_a_replica_killed_after_reporting_a_share_done_has_delivered_it(
+    redis_server: RedisHandle,
+) -> None:
+    """The pool books a dead replica's GPU-seconds that it had not reported as done as
+    unattributed; what it had reported must therefore already be out (in its UsageEvents,
+    its request log). Killed right after the store applied the call that reported a share
+    done, the share is delivered and nothing is unattributed: the books add up. (Before the
+    fix the share was delivered after that call's answer: in neither.)"""
+
+    async def main() -> None:
+        client = aioredis.Redis.from_url(redis_server.url)
+        (a, pa), (b, pb) = _replica(client, lease_s=0.5), _replica(client, lease_s=0.5)
+        await a.start()
+        delivered: list[float] = []
+        share = pb.start()
+        share.on_final = lambda s: delivered.append(s.gpu_seconds)
+        await b.sync_pool(pb)  # its start reaches the store
+        await asyncio.sleep(0.05)
+        share.end()
+        real = b._script
+
+        async def dies_after_reporting(keys: list[str], args: list[object]) -> object:
+            reply = await real(keys=keys, args=args)
+            if float(str(args[5])) > 0:  # `done`: this call reported the share
+                raise _Killed
+            return reply
+
+        b._script = dies_after_reporting
+        with pytest.raises(_Killed):
+            for _ in range(100):  # until a's watermark lets the end be integrated
+                await b.sync_pool(pb)
+                await asyncio.sleep(0.02)
+        await _until(lambda: pa.totals is not None and pa.totals.replicas == 1, "b released")
+        await _until(lambda: pa.totals is not None and pa.totals.inflight == 0, "settled")
+        assert pa.totals is not None
+        busy = pa.totals.busy_s
+        assert busy > 0
+        assert delivered, "the share reported done was never delivered"
+        assert math.isclose(sum(delivered) + pa.totals.orphan_gpu_s, busy, rel_tol=1e-9)
+        await a.stop()
+        await client.aclose()
+
+    asyncio.run(main())
