@@ -51,7 +51,7 @@ from proxy.request.internal import InternalCall
 from proxy.request.responses import HoldEnd, Turn, reasoning_tokens
 from proxy.request.sse import UsageTap
 from proxy.request.stored import serve_stored
-from proxy.request.timeouts import Deadline
+from proxy.request.timeouts import Deadline, deadline_in
 from proxy.routing.router import Plan, PlannedTarget, RouteRequest
 from proxy.server.exchange import (
     ClientGone,
@@ -106,6 +106,7 @@ _SSE_HEADERS = [
 ]
 _NO_DEADLINE = contextlib.nullcontext()
 _ERROR_KEY = b'"error"'  # in a streamed event: the upstream's error, to redact
+_LAST_EVENT_WAIT_S = 1.0  # for the upstream's end after the answer's last event
 _RESPONSES = Dialect.OPENAI_RESPONSES  # (a global: cheaper than the enum's attribute)
 _ids = itertools.count(1)
 _ID_PREFIX = f"hg-{os.getpid():x}-"
@@ -778,7 +779,7 @@ class _Request:
         if redact and _ERROR_KEY in first:
             first = redact.bytes(first)
         held = first
-        if not upstream.complete:
+        if not upstream.complete and not tap.saw_done:
             await exchange.send_chunk(first)
             held = b""
         cut = expired = False
@@ -786,20 +787,27 @@ class _Request:
         deadline = _NO_DEADLINE if held else Deadline(self.stream_deadline, exchange.task)
         try:
             async with deadline:
+                if tap.saw_done:  # the whole answer came in the first read
+                    await self._upstream_end()
                 async for data in self._chunks:
                     out = tap.feed(data)
                     if out:
                         if _ERROR_KEY in out and redact:  # an error event may quote our key
                             out = redact.bytes(out)
+                        if tap.saw_done:  # the answer's last event: see _upstream_end
+                            held += out
+                            await self._upstream_end()
+                            break
                         await exchange.send_chunk(out)
         except asyncio.CancelledError:
             upstream.close()
             stream_usage(ev, self.data, tap)
             raise
         except Exception:
-            expired = isinstance(deadline, Deadline) and deadline.fired
-            cut = True
             upstream.close()
+            if not tap.saw_done:  # past the answer's last event, its end no longer matters
+                expired = isinstance(deadline, Deadline) and deadline.fired
+                cut = True
         rest = tap.flush()
         if rest and _ERROR_KEY in rest and redact:
             rest = redact.bytes(rest)
@@ -826,6 +834,26 @@ class _Request:
             ev.attempts[-1].reason = "cut"
             self.rt.on_failure(target.backend, "cut")
         await exchange.end_stream(tail)
+
+    async def _upstream_end(self) -> None:
+        """The answer's last event ([DONE], message_stop, ...) is held and goes out with the
+        response's end, in one write: openai-python closes the connection as soon as it
+        reads [DONE], and a close that came before the end would book a whole answer as a
+        client disconnect. Meanwhile the upstream's end of the body is read (its connection
+        goes back to the pool; anything more it sends is not relayed); an upstream that has
+        not ended within _LAST_EVENT_WAIT_S is closed, the answer being whole."""
+        upstream = self.upstream
+        assert upstream is not None
+        if upstream.complete:  # the end came with the event: nothing to wait for
+            async for _ in self._chunks:
+                pass
+            return
+        try:
+            async with deadline_in(_LAST_EVENT_WAIT_S):
+                async for _ in self._chunks:
+                    pass
+        except Exception:  # TimeoutError, or a broken end: the answer is whole regardless
+            upstream.close()
 
     def _stream_error(self, msg: str, type_: str, code: str, status: int, tap: Any) -> bytes:
         """The proxy's own error event that ends a stream, in the client's dialect."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from tests.support.hostile_upstream import HostileUpstream, running
@@ -204,3 +205,31 @@ def test_an_endless_event_after_the_first_ends_the_stream_with_an_error_event(
     assert '"content":"late"' in r.text
     assert r.text.rstrip().endswith('"code":"stream_interrupted"}}')
     assert "xxxx" not in r.text
+
+
+def test_a_client_that_leaves_at_done_is_booked_as_served(
+    stack: tuple[HostileUpstream, ProxyHandle],
+) -> None:
+    """openai-python closes the connection as soon as it reads [DONE], before the chunked
+    body's end. An upstream slow to end its body after [DONE] (0.5 s here) must not turn a
+    whole answer into a client disconnect in the books (before the fix: outcome
+    client_disconnect, status 499, for an answer the client had in full)."""
+    up, p = stack
+    served = p.metric("hybridgate_requests_total", outcome="success")
+    gone = p.metric("hybridgate_requests_total", outcome="client_disconnect")
+    client = openai.OpenAI(base_url=p.base_url, api_key=KEYS["a"], max_retries=0, timeout=20)
+    chunks = list(
+        client.chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "slow_end m-done"}], stream=True
+        )
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "m-done"
+    deadline = time.monotonic() + 5
+    while p.metric("hybridgate_requests_total", outcome="success") == served:
+        assert p.metric("hybridgate_requests_total", outcome="client_disconnect") == gone
+        assert time.monotonic() < deadline, "the request was never booked"
+        time.sleep(0.05)
+    assert p.metric("hybridgate_requests_total", outcome="success") == served + 1
+    assert p.metric("hybridgate_requests_total", outcome="client_disconnect") == gone
+    # The upstream's end was read: its connection was not dropped for it.
+    assert not wait_closed(up, up.closed_by_peer + 1, timeout=0.5)

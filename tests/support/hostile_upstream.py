@@ -8,7 +8,8 @@ got. It runs on its own event loop in a thread, so a sync test can use it behind
 
 Modes: plain, inject (a second, unsolicited answer once the connection is idle),
 surplus_same / surplus_later (bytes past Content-Length, in the same write or later),
-stream_tail (bytes after a chunked SSE stream's end), gzip, gzip_stream, bomb (a gzip body
+stream_tail (bytes after a chunked SSE stream's end), slow_end (the end of a chunked
+stream 0.5 s after its [DONE]), gzip, gzip_stream, bomb (a gzip body
 that inflates past any sane cap), big_body, big_head, many_headers, switch (101), br
 (an encoding nobody decodes here), big_event (an SSE event that never ends),
 big_event_late (the same after a first event).
@@ -177,6 +178,12 @@ class HostileUpstream:
             writer.write(forged)
         elif mode == "stream_tail":
             writer.write(_SSE_HEAD + b"\r\n" + chunked(sse(marker)) + forged)
+        elif mode == "slow_end":  # [DONE], then the chunked body's end 0.5 s later
+            body = chunked(sse(marker))
+            writer.write(_SSE_HEAD + b"\r\n" + body[:-5])
+            await writer.drain()
+            await asyncio.sleep(0.5)
+            writer.write(body[-5:])
         elif mode == "gzip":
             writer.write(answer(gzip.compress(completion(marker)), b"content-encoding: gzip\r\n"))
         elif mode == "deflate":
