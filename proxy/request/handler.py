@@ -788,7 +788,7 @@ class _Request:
         try:
             async with deadline:
                 if tap.saw_done:  # the whole answer came in the first read
-                    await self._upstream_end()
+                    await self._upstream_end(upstream)
                 async for data in self._chunks:
                     out = tap.feed(data)
                     if out:
@@ -796,7 +796,7 @@ class _Request:
                             out = redact.bytes(out)
                         if tap.saw_done:  # the answer's last event: see _upstream_end
                             held += out
-                            await self._upstream_end()
+                            await self._upstream_end(upstream)
                             break
                         await exchange.send_chunk(out)
         except asyncio.CancelledError:
@@ -835,21 +835,17 @@ class _Request:
             self.rt.on_failure(target.backend, "cut")
         await exchange.end_stream(tail)
 
-    async def _upstream_end(self) -> None:
+    async def _upstream_end(self, upstream: UpstreamResponse) -> None:
         """The answer's last event ([DONE], message_stop, ...) is held and goes out with the
         response's end, in one write: openai-python closes the connection as soon as it
         reads [DONE], and a close that came before the end would book a whole answer as a
         client disconnect. Meanwhile the upstream's end of the body is read (its connection
         goes back to the pool; anything more it sends is not relayed); an upstream that has
-        not ended within _LAST_EVENT_WAIT_S is closed, the answer being whole."""
-        upstream = self.upstream
-        assert upstream is not None
-        if upstream.complete:  # the end came with the event: nothing to wait for
-            async for _ in self._chunks:
-                pass
-            return
+        not ended within _LAST_EVENT_WAIT_S is closed, the answer being whole. (No timer
+        when the end came with the event.)"""
+        wait = _NO_DEADLINE if upstream.complete else deadline_in(_LAST_EVENT_WAIT_S)
         try:
-            async with deadline_in(_LAST_EVENT_WAIT_S):
+            async with wait:
                 async for _ in self._chunks:
                     pass
         except Exception:  # TimeoutError, or a broken end: the answer is whole regardless
